@@ -1,0 +1,193 @@
+//! Offline operator commands (`faultline admin ...`): the identity operations of the API, run
+//! directly against the database and printed as JSON.
+
+use anyhow::{bail, Context};
+use chrono::NaiveDate;
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::app::open_store;
+use crate::config::Config;
+use crate::domain::tokens;
+use crate::store::{AccessLevel, NewProject, NewToken, NewUser, Store};
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user.
+    CreateUser {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Make the user an instance administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Create a project owned by a user.
+    CreateProject {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        path: Option<String>,
+        /// Namespace (group path); defaults to the owner's username.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Username of the owner.
+        #[arg(long)]
+        owner: String,
+    },
+    /// Add a user to a project with a GitLab access level (10, 20, 30, 40, 50).
+    AddMember {
+        /// Project id or full path.
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        access_level: i64,
+    },
+    /// Create a personal access token; the secret is printed once.
+    CreateToken {
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "admin-cli")]
+        name: String,
+        /// Comma-separated: api, read_api.
+        #[arg(long, default_value = "api")]
+        scopes: String,
+        /// YYYY-MM-DD
+        #[arg(long)]
+        expires_at: Option<NaiveDate>,
+    },
+    /// List tokens (without secrets), optionally of one user.
+    ListTokens {
+        #[arg(long)]
+        username: Option<String>,
+    },
+    /// Revoke a token by id.
+    RevokeToken {
+        #[arg(long)]
+        id: i64,
+    },
+}
+
+pub async fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    let out = match cmd {
+        AdminCommand::CreateUser {
+            username,
+            name,
+            email,
+            admin,
+        } => {
+            let u = store
+                .create_user(NewUser {
+                    name: name.unwrap_or_else(|| username.clone()),
+                    username,
+                    email,
+                    is_admin: admin,
+                })
+                .await?;
+            crate::http::identity::user_json(&u)
+        }
+        AdminCommand::CreateProject {
+            name,
+            path,
+            namespace,
+            owner,
+        } => {
+            let owner = store
+                .user_by_username(&owner)
+                .await?
+                .context("no such owner")?;
+            let path = path.unwrap_or_else(|| name.to_lowercase().replace(' ', "-"));
+            let p = store
+                .create_project(NewProject {
+                    name,
+                    path,
+                    namespace_path: namespace.unwrap_or_else(|| owner.username.clone()),
+                    owner_id: owner.id,
+                })
+                .await?;
+            json!({"id": p.id, "name": p.name, "path": p.path, "path_with_namespace": p.path_with_namespace})
+        }
+        AdminCommand::AddMember {
+            project,
+            username,
+            access_level,
+        } => {
+            if !AccessLevel::is_valid(access_level) {
+                bail!("access level must be one of 10, 20, 30, 40, 50");
+            }
+            let p = match project.parse::<i64>() {
+                Ok(id) => store.project_by_id(id).await?,
+                Err(_) => store.project_by_path(&project).await?,
+            }
+            .context("no such project")?;
+            let u = store
+                .user_by_username(&username)
+                .await?
+                .context("no such user")?;
+            let m = store.add_member(p.id, u.id, access_level).await?;
+            json!({"project_id": p.id, "user_id": m.user_id, "username": m.username, "access_level": m.access_level})
+        }
+        AdminCommand::CreateToken {
+            username,
+            name,
+            scopes,
+            expires_at,
+        } => {
+            let u = store
+                .user_by_username(&username)
+                .await?
+                .context("no such user")?;
+            let scopes: Vec<String> = scopes
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if scopes.is_empty() || !scopes.iter().all(|s| tokens::SCOPES.contains(&s.as_str())) {
+                bail!("scopes must be api and/or read_api");
+            }
+            let secret = tokens::generate_token();
+            let t = store
+                .create_token(NewToken {
+                    user_id: u.id,
+                    name,
+                    scopes,
+                    expires_at,
+                    digest: tokens::digest(&secret),
+                })
+                .await?;
+            crate::http::identity::token_json(&t, Some(&secret))
+        }
+        AdminCommand::ListTokens { username } => {
+            let uid = match username {
+                Some(n) => Some(
+                    store
+                        .user_by_username(&n)
+                        .await?
+                        .context("no such user")?
+                        .id,
+                ),
+                None => None,
+            };
+            let list = store.list_tokens(uid).await?;
+            serde_json::Value::Array(
+                list.iter()
+                    .map(|t| crate::http::identity::token_json(t, None))
+                    .collect(),
+            )
+        }
+        AdminCommand::RevokeToken { id } => {
+            if !store.revoke_token(id).await? {
+                bail!("no token with id {id}");
+            }
+            json!({"id": id, "revoked": true})
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Wires the pieces together: opens the store, bootstraps the first administrator, loads the key
+//! cache, binds the listener and serves until shutdown. [`spawn`] is the one seam tests use to
+//! start the real server on `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::domain::keycache::KeyCache;
+use crate::domain::tokens;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::store::sqlite::SqliteOptions;
+use crate::store::{NewToken, NewUser, SqliteStore, Store};
+
+/// Name of the file the first start writes the administrator's token to.
+pub const INITIAL_TOKEN_FILE: &str = "initial_admin_token";
+
+/// A running gateway.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// The token created on first start, if this start created one.
+    pub initial_admin_token: Option<String>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Asks the server to stop and waits until in-flight requests finished.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Waits for the server to stop on its own (after a signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+
+    /// A sender that stops the server when `true` is sent.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let store = SqliteStore::open_with(SqliteOptions {
+        path: config.data_dir.join("faultline.db"),
+        synchronous: config.database.synchronous,
+        max_page_count: config.database.max_page_count,
+    })
+    .context("opening the database")?;
+    Ok(store)
+}
+
+/// Starts the gateway and returns once it is listening.
+pub async fn spawn(config: Config) -> anyhow::Result<Server> {
+    let store = open_store(&config)?;
+    let initial_admin_token = bootstrap_admin(&store, &config).await?;
+
+    let keys = store.all_keys().await.context("loading client keys")?;
+    let settings = store.all_settings().await.context("loading settings")?;
+    let cache = KeyCache::load(keys, settings);
+    tracing::info!(keys = cache.key_count(), "key cache loaded");
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let external_url = config.external_url_for(addr)?;
+
+    let state = AppState {
+        store: Arc::new(store),
+        keys: Arc::new(cache),
+        metrics: Arc::new(Metrics::new()),
+        external_url,
+    };
+    let router = http::router(state.clone());
+    let (tx, mut rx) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+            .context("serving HTTP")?;
+        Ok(())
+    });
+    tracing::info!(%addr, external_url = %state.external_url, "faultline listening on {addr}");
+    Ok(Server {
+        addr,
+        state,
+        initial_admin_token,
+        shutdown: tx,
+        task,
+    })
+}
+
+/// Runs until SIGINT or SIGTERM, then stops cleanly.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let server = spawn(config).await?;
+    if let Some(token) = &server.initial_admin_token {
+        // Printed once, on stdout rather than through the log, so that log collection does not
+        // keep a copy of the secret.
+        println!(
+            "Initial administrator token (shown once, also saved to the data directory): {token}"
+        );
+    }
+    let stop = server.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested, finishing in-flight requests");
+        let _ = stop.send(true);
+    });
+    server.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Makes sure an administrator can log in:
+/// - with `admin_token` configured, that token is accepted (created for the `root` user, made
+///   an administrator if needed, when its digest is not stored yet);
+/// - otherwise, on an empty database, a `root` administrator and a token are created, and the
+///   token is written to `<data dir>/initial_admin_token` with mode 0600 and returned.
+pub async fn bootstrap_admin(
+    store: &SqliteStore,
+    config: &Config,
+) -> anyhow::Result<Option<String>> {
+    if let Some(secret) = &config.admin_token {
+        let digest = tokens::digest(&secret.0);
+        if store.token_by_digest(digest).await?.is_some() {
+            return Ok(None);
+        }
+        let root = match store.user_by_username("root").await? {
+            Some(u) if u.is_admin => u,
+            Some(_) => anyhow::bail!(
+                "a non-administrator user named root exists; cannot attach admin_token to it"
+            ),
+            None => {
+                store
+                    .create_user(NewUser {
+                        username: "root".into(),
+                        name: "Administrator".into(),
+                        email: None,
+                        is_admin: true,
+                    })
+                    .await?
+            }
+        };
+        store
+            .create_token(NewToken {
+                user_id: root.id,
+                name: "configured admin token".into(),
+                scopes: vec!["api".into()],
+                expires_at: None,
+                digest,
+            })
+            .await?;
+        tracing::info!("configured administrator token registered");
+        return Ok(None);
+    }
+    if store.user_count().await? > 0 {
+        return Ok(None);
+    }
+    let root = store
+        .create_user(NewUser {
+            username: "root".into(),
+            name: "Administrator".into(),
+            email: None,
+            is_admin: true,
+        })
+        .await?;
+    let secret = tokens::generate_token();
+    store
+        .create_token(NewToken {
+            user_id: root.id,
+            name: "initial admin token".into(),
+            scopes: vec!["api".into()],
+            expires_at: None,
+            digest: tokens::digest(&secret),
+        })
+        .await?;
+    let path = config.data_dir.join(INITIAL_TOKEN_FILE);
+    write_secret_file(&path, &secret)?;
+    tracing::info!(file = %path.display(), "created administrator 'root'; its token was written to the file");
+    Ok(Some(secret))
+}
+
+/// Writes `secret` to `path`, readable by the owner only. The mode is set at creation, so the
+/// secret is never briefly readable by others.
+fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{secret}")?;
+    #[cfg(unix)]
+    {
+        // In case the file already existed with a wider mode.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    f.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Typed configuration, read once at start-up: defaults < `--config FILE` < `FAULTLINE_*`
+//! environment < command-line flags. Modules receive typed values from here and never read the
+//! environment themselves.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::store::sqlite::Synchronous;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration")]
+    Load(#[source] Box<figment::Error>),
+    #[error("external_url {0:?} is not an absolute http(s) URL")]
+    ExternalUrl(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A secret that never prints: `Debug` shows `[redacted]`.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// When ingestion answers 200.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// After the batch holding the event committed (the default): a 200 survives a crash.
+    #[default]
+    Committed,
+    /// As soon as the event is queued: faster, but a crash loses what was queued.
+    Queued,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address and port to listen on; port 0 picks a free port (the log says which).
+    pub listen: SocketAddr,
+    /// Where the SQLite database and the initial admin token file live.
+    pub data_dir: PathBuf,
+    /// Base URL SDKs reach the gateway by, written into DSNs. Default: `http://` + the bound
+    /// listen address.
+    pub external_url: Option<String>,
+    /// An administrator token to create (or accept, if present) at start-up.
+    pub admin_token: Option<Secret>,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub ingest: IngestConfig,
+    pub http: HttpConfig,
+    pub retention: RetentionConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            external_url: None,
+            admin_token: None,
+            log: LogConfig::default(),
+            database: DatabaseConfig::default(),
+            ingest: IngestConfig::default(),
+            http: HttpConfig::default(),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// `human` (default) or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter; `RUST_LOG` wins when set. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `normal` (default): commits survive a process crash; `full`: they survive power loss.
+    pub synchronous: Synchronous,
+    /// Cap on the database size in SQLite pages (4 KiB each); unset = no cap.
+    pub max_page_count: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct IngestConfig {
+    /// Largest decompressed event item or `/store/` body, bytes. Default 1 MiB (Sentry's).
+    pub max_event_bytes: usize,
+    /// Largest decompressed envelope, bytes. Default 200 MiB (Sentry's).
+    pub max_envelope_bytes: usize,
+    /// Largest compressed request body, bytes. Default 20 MiB (Sentry's).
+    pub max_compressed_bytes: usize,
+    /// Largest attachment item, bytes. Default 100 MiB (Sentry's).
+    pub max_attachment_bytes: usize,
+    /// When a 200 is sent: `committed` (default) or `queued`.
+    pub ack: AckMode,
+    /// Events waiting for the writer before ingestion answers 503. Default 10 000: about two
+    /// seconds of a fast disk's worth of events, bounded memory (events are at most 1 MiB and
+    /// usually a few KiB).
+    pub queue_capacity: usize,
+    /// Most events committed in one transaction. Default 512.
+    pub batch_size: usize,
+    /// Longest an event waits for its batch to fill, milliseconds. Default 5.
+    pub batch_interval_ms: u64,
+    /// Events a key may send per minute; 0 (default) = unlimited.
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_event_bytes: 1024 * 1024,
+            max_envelope_bytes: 200 * 1024 * 1024,
+            max_compressed_bytes: 20 * 1024 * 1024,
+            max_attachment_bytes: 100 * 1024 * 1024,
+            ack: AckMode::Committed,
+            queue_capacity: 10_000,
+            batch_size: 512,
+            batch_interval_ms: 5,
+            rate_limit_per_minute: 0,
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn batch_interval(&self) -> Duration {
+        Duration::from_millis(self.batch_interval_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// Seconds in-flight requests and the writer queue get to finish on SIGTERM. Default 30.
+    pub shutdown_timeout_secs: u64,
+    /// Seconds a client may take to send its request headers. Default 10.
+    pub header_timeout_secs: u64,
+    /// Seconds a client may take to send a whole request body. Default 60.
+    pub body_timeout_secs: u64,
+    /// Most connections served at once; more wait in the kernel's backlog. Default 4096.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            shutdown_timeout_secs: 30,
+            header_timeout_secs: 10,
+            body_timeout_secs: 60,
+            max_connections: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Events older than this many days are deleted. Default 90 (GitLab's); 0 keeps forever.
+    pub days: u32,
+    /// Seconds between retention passes. Default 3600.
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            days: 90,
+            interval_secs: 3600,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_url: Option<String>,
+}
+
+impl Config {
+    /// Loads the layers in order. Nested settings come from the environment with a double
+    /// underscore: `FAULTLINE_INGEST__BATCH_SIZE=256`.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            fig = fig.merge(Toml::file_exact(file));
+        }
+        fig = fig
+            .merge(Env::prefixed("FAULTLINE_").split("__"))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = fig.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.external_url {
+            parse_external_url(url)?;
+        }
+        if self.ingest.batch_size == 0 || self.ingest.queue_capacity == 0 {
+            return Err(ConfigError::Invalid(
+                "ingest.batch_size and ingest.queue_capacity must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The external URL, defaulting to the address actually bound.
+    pub fn external_url_for(&self, bound: SocketAddr) -> Result<Url, ConfigError> {
+        match &self.external_url {
+            Some(u) => parse_external_url(u),
+            None => parse_external_url(&format!("http://{bound}")),
+        }
+    }
+}
+
+fn parse_external_url(s: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(s).map_err(|_| ConfigError::ExternalUrl(s.to_owned()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::ExternalUrl(s.to_owned()));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        figment::Jail::expect_with(|_jail| {
+            let cfg = Config::load(Some(&path), &Overrides::default()).expect("example config");
+            let def = Config::default();
+            assert_eq!(cfg.listen, def.listen);
+            assert_eq!(cfg.ingest.max_event_bytes, def.ingest.max_event_bytes);
+            assert_eq!(cfg.ingest.batch_size, def.ingest.batch_size);
+            assert_eq!(cfg.retention.days, def.retention.days);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("f.toml", "listen = \"127.0.0.1:1000\"\ndata_dir = \"/from-file\"\n[ingest]\nbatch_size = 7\n")?;
+            jail.set_env("FAULTLINE_LISTEN", "127.0.0.1:2000");
+            jail.set_env("FAULTLINE_INGEST__BATCH_SIZE", "9");
+            let file = Path::new("f.toml");
+            let cfg = Config::load(Some(file), &Overrides::default()).expect("load");
+            assert_eq!(cfg.listen.port(), 2000);
+            assert_eq!(cfg.data_dir, PathBuf::from("/from-file"));
+            assert_eq!(cfg.ingest.batch_size, 9);
+            let flags = Overrides {
+                listen: Some("127.0.0.1:3000".parse().expect("addr")),
+                ..Default::default()
+            };
+            let cfg = Config::load(Some(file), &flags).expect("load");
+            assert_eq!(cfg.listen.port(), 3000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Secret("glpat-secret".into());
+        assert_eq!(format!("{s:?}"), "[redacted]");
+    }
+
+    #[test]
+    fn bad_external_url_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FAULTLINE_EXTERNAL_URL", "not a url");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,129 @@
+//! The HTTP surface: the router, shared state and the request middleware. This is the only place
+//! that knows axum and status codes; handlers extract, call one function and map the result.
+
+pub mod api;
+pub mod client_keys;
+pub mod health;
+pub mod identity;
+pub mod settings;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use url::Url;
+
+use crate::domain::keycache::KeyCache;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::store::Store;
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<KeyCache>,
+    pub metrics: Arc<Metrics>,
+    /// The base URL SDKs reach the gateway by (DSNs and `Link` headers).
+    pub external_url: Url,
+}
+
+pub fn router(state: AppState) -> Router {
+    let v4 = Router::new()
+        .route("/projects", post(identity::create_project))
+        .route(
+            "/projects/{id}",
+            get(identity::get_project).delete(identity::delete_project),
+        )
+        .route(
+            "/projects/{id}/members",
+            get(identity::list_members).post(identity::add_member),
+        )
+        .route(
+            "/projects/{id}/members/{user_id}",
+            delete(identity::remove_member),
+        )
+        .route(
+            "/projects/{id}/error_tracking/settings",
+            get(settings::get).put(settings::put).patch(settings::patch),
+        )
+        .route(
+            "/projects/{id}/error_tracking/client_keys",
+            get(client_keys::list).post(client_keys::create),
+        )
+        .route(
+            "/projects/{id}/error_tracking/client_keys/{key_id}",
+            delete(client_keys::delete),
+        )
+        .route("/user", get(identity::current_user))
+        .route(
+            "/users",
+            get(identity::list_users).post(identity::create_user),
+        )
+        .route(
+            "/users/{user_id}/personal_access_tokens",
+            post(identity::create_token),
+        )
+        .route("/personal_access_tokens", get(identity::list_tokens))
+        .route(
+            "/personal_access_tokens/{id}",
+            delete(identity::revoke_token),
+        );
+
+    Router::new()
+        .nest("/api/v4", v4)
+        .route("/-/health", get(health::health))
+        .route("/-/readiness", get(health::readiness))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"message": "404 Not Found"})),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"message": "405 Method Not Allowed"})),
+    )
+        .into_response()
+}
+
+/// Counts every request by route template and status, and logs one line per request at debug
+/// level. The route template (not the raw path) keeps label cardinality bounded and keeps
+/// project paths and keys out of the metrics.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            method: method.to_string(),
+            status,
+        })
+        .inc();
+    tracing::debug!(%method, %route, status, elapsed_ms = start.elapsed().as_secs_f64() * 1000.0, "request");
+    resp
+}

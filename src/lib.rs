@@ -1,0 +1,11 @@
+//! faultline: a Sentry-compatible error-tracking ingestion gateway with GitLab-compatible key
+//! management. `ARCHITECTURE.md` at the repository root is the map; [`app::spawn`] is the entry
+//! point that starts a server.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod store;

@@ -1,0 +1,793 @@
+//! The embedded SQLite backend: connection setup, versioned migrations and the management
+//! queries behind [`Store`]. Connections are handed out from a small pool and used on tokio's
+//! blocking threads, because rusqlite is synchronous.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::*;
+
+/// Durability of a commit, SQLite's `synchronous` pragma. `Normal` (the default) survives a crash
+/// of the process but may lose the last transactions on power loss; `Full` survives power loss
+/// too, at the price of an fsync per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    #[default]
+    Normal,
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// How a connection is opened; shared by the pool and the writer's own connection.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+    /// Upper bound on the file size in pages (`max_page_count`); `None` leaves SQLite's default.
+    /// Mainly a way to make "the disk is full" reproducible in tests.
+    pub max_page_count: Option<u64>,
+}
+
+/// Opens one connection with the pragmas every connection needs.
+pub fn open_connection(opts: &SqliteOptions) -> StoreResult<Connection> {
+    let conn = Connection::open(&opts.path)?;
+    // WAL lets readers (the management and read APIs) run while the writer commits, and makes
+    // each commit a sequential append instead of a rewrite of the main file.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", opts.synchronous.pragma())?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Readers may briefly wait for a checkpoint; five seconds is far above any normal wait and
+    // still bounded.
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if let Some(pages) = opts.max_page_count {
+        conn.pragma_update(None, "max_page_count", pages as i64)?;
+    }
+    Ok(conn)
+}
+
+/// Versioned migrations, applied in order at start-up; `PRAGMA user_version` records the last
+/// one applied. A migration is never edited once released: a change is a new entry.
+const MIGRATIONS: &[&str] = &[
+    // 1: identity, settings and client keys.
+    r#"
+    CREATE TABLE users (
+        id          INTEGER PRIMARY KEY,
+        username    TEXT NOT NULL UNIQUE,
+        name        TEXT NOT NULL,
+        email       TEXT,
+        is_admin    INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE projects (
+        id                  INTEGER PRIMARY KEY,
+        name                TEXT NOT NULL,
+        path                TEXT NOT NULL,
+        namespace_path      TEXT NOT NULL,
+        path_with_namespace TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        created_at          INTEGER NOT NULL
+    );
+    CREATE TABLE project_members (
+        project_id   INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        user_id      INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        access_level INTEGER NOT NULL,
+        PRIMARY KEY (project_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE personal_access_tokens (
+        id          INTEGER PRIMARY KEY,
+        user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        name        TEXT NOT NULL,
+        digest      BLOB NOT NULL UNIQUE,
+        scopes      TEXT NOT NULL,
+        expires_at  TEXT,
+        revoked     INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE TABLE error_tracking_settings (
+        project_id          INTEGER PRIMARY KEY REFERENCES projects(id) ON DELETE CASCADE,
+        active              INTEGER NOT NULL,
+        integrated          INTEGER NOT NULL,
+        project_name        TEXT,
+        sentry_external_url TEXT,
+        api_url             TEXT
+    );
+    CREATE TABLE client_keys (
+        id          INTEGER PRIMARY KEY,
+        project_id  INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        public_key  TEXT NOT NULL UNIQUE,
+        active      INTEGER NOT NULL DEFAULT 1,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX client_keys_project ON client_keys(project_id, id);
+    "#,
+];
+
+/// Applies the migrations that are not yet applied, each in its own transaction.
+pub fn migrate(conn: &mut Connection) -> StoreResult<usize> {
+    let current: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+        .map_err(StoreError::Migration)? as usize;
+    let mut applied = 0;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction().map_err(StoreError::Migration)?;
+        tx.execute_batch(sql).map_err(StoreError::Migration)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(StoreError::Migration)?;
+        tx.commit().map_err(StoreError::Migration)?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// The number of migrations this build knows.
+pub fn schema_version() -> usize {
+    MIGRATIONS.len()
+}
+
+fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn millis_to_dt(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// A handful of connections for the management and read APIs. Requests are short, so a small
+/// pool is plenty; when every connection is busy a new one is opened rather than waiting.
+struct Pool {
+    opts: SqliteOptions,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Idle connections kept for reuse; more may exist briefly under load.
+const POOL_IDLE_MAX: usize = 8;
+
+impl Pool {
+    fn get(&self) -> StoreResult<Connection> {
+        if let Some(c) = self.idle.lock().pop() {
+            return Ok(c);
+        }
+        open_connection(&self.opts)
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut idle = self.idle.lock();
+        if idle.len() < POOL_IDLE_MAX {
+            idle.push(conn);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: Arc<Pool>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `data_dir` and applies migrations.
+    pub fn open(data_dir: &Path, synchronous: Synchronous) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        Self::open_with(SqliteOptions {
+            path: data_dir.join("faultline.db"),
+            synchronous,
+            max_page_count: None,
+        })
+    }
+
+    pub fn open_with(opts: SqliteOptions) -> StoreResult<Self> {
+        let mut conn = open_connection(&opts)?;
+        migrate(&mut conn)?;
+        let pool = Pool {
+            opts,
+            idle: Mutex::new(vec![conn]),
+        };
+        Ok(SqliteStore {
+            pool: Arc::new(pool),
+        })
+    }
+
+    pub fn options(&self) -> &SqliteOptions {
+        &self.pool.opts
+    }
+
+    /// Runs `f` with a pooled connection on a blocking thread.
+    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            let out = f(&mut conn);
+            pool.put(conn);
+            out
+        })
+        .await?
+    }
+
+    /// Synchronous access for the offline `admin` commands and tests.
+    pub fn run_blocking<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut conn = self.pool.get()?;
+        let out = f(&mut conn);
+        self.pool.put(conn);
+        out
+    }
+}
+
+const USER_COLS: &str = "id, username, name, email, is_admin, created_at";
+
+fn user_row(r: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        name: r.get(2)?,
+        email: r.get(3)?,
+        is_admin: r.get(4)?,
+        created_at: millis_to_dt(r.get(5)?),
+    })
+}
+
+const PROJECT_COLS: &str = "id, name, path, namespace_path, path_with_namespace, created_at";
+
+fn project_row(r: &Row) -> rusqlite::Result<Project> {
+    Ok(Project {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        path: r.get(2)?,
+        namespace_path: r.get(3)?,
+        path_with_namespace: r.get(4)?,
+        created_at: millis_to_dt(r.get(5)?),
+    })
+}
+
+const TOKEN_COLS: &str = "id, user_id, name, scopes, expires_at, revoked, created_at";
+
+fn token_row(r: &Row) -> rusqlite::Result<PersonalAccessToken> {
+    let scopes: String = r.get(3)?;
+    let expires: Option<String> = r.get(4)?;
+    Ok(PersonalAccessToken {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        name: r.get(2)?,
+        scopes: scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        expires_at: expires.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok()),
+        revoked: r.get(5)?,
+        created_at: millis_to_dt(r.get(6)?),
+    })
+}
+
+const KEY_COLS: &str = "id, project_id, active, public_key";
+
+fn key_row(r: &Row) -> rusqlite::Result<ClientKey> {
+    Ok(ClientKey {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        active: r.get(2)?,
+        public_key: r.get(3)?,
+    })
+}
+
+fn setting_row(r: &Row) -> rusqlite::Result<SettingRow> {
+    Ok(SettingRow {
+        setting: Setting {
+            project_id: r.get(0)?,
+            active: r.get(1)?,
+            integrated: r.get(2)?,
+        },
+        external: ExternalSentry {
+            project_name: r.get(3)?,
+            sentry_external_url: r.get(4)?,
+            api_url: r.get(5)?,
+        },
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+fn get_setting(conn: &Connection, project_id: i64) -> StoreResult<Option<SettingRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT project_id, active, integrated, project_name, sentry_external_url, api_url
+             FROM error_tracking_settings WHERE project_id = ?1",
+            [project_id],
+            setting_row,
+        )
+        .optional()?)
+}
+
+/// GitLab's side effect: an active, integrated setting gets a first client key when the project
+/// has no active one. Runs inside the caller's transaction.
+fn ensure_first_key(
+    tx: &rusqlite::Transaction,
+    row: &SettingRow,
+    first_key: String,
+) -> StoreResult<Option<ClientKey>> {
+    if !(row.setting.active && row.setting.integrated) {
+        return Ok(None);
+    }
+    let has_active: bool = tx.query_row(
+        "SELECT EXISTS(SELECT 1 FROM client_keys WHERE project_id = ?1 AND active = 1)",
+        [row.setting.project_id],
+        |r| r.get(0),
+    )?;
+    if has_active {
+        return Ok(None);
+    }
+    Ok(Some(insert_key(tx, row.setting.project_id, first_key)?))
+}
+
+fn insert_key(conn: &Connection, project_id: i64, public_key: String) -> StoreResult<ClientKey> {
+    conn.execute(
+        "INSERT INTO client_keys (project_id, public_key, active, created_at) VALUES (?1, ?2, 1, ?3)",
+        params![project_id, public_key, now_millis()],
+    )?;
+    Ok(ClientKey {
+        id: conn.last_insert_rowid(),
+        project_id,
+        active: true,
+        public_key,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
+    async fn user_count(&self) -> StoreResult<u64> {
+        self.run(|c| {
+            Ok(c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: NewUser) -> StoreResult<User> {
+        self.run(move |c| {
+            let now = now_millis();
+            c.execute(
+                "INSERT INTO users (username, name, email, is_admin, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![user.username, user.name, user.email, user.is_admin, now],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("username") } else { e.into() })?;
+            Ok(User {
+                id: c.last_insert_rowid(),
+                username: user.username,
+                name: user.name,
+                email: user.email,
+                is_admin: user.is_admin,
+                created_at: millis_to_dt(now),
+            })
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: i64) -> StoreResult<Option<User>> {
+        self.run(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                [id],
+                user_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>> {
+        let username = username.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE username = ?1"),
+                [username],
+                user_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.run(|c| {
+            let mut st = c.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id"))?;
+            let rows = st.query_map([], user_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn create_token(&self, token: NewToken) -> StoreResult<PersonalAccessToken> {
+        self.run(move |c| {
+            let now = now_millis();
+            c.execute(
+                "INSERT INTO personal_access_tokens (user_id, name, digest, scopes, expires_at, revoked, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                params![
+                    token.user_id,
+                    token.name,
+                    &token.digest[..],
+                    token.scopes.join(","),
+                    token.expires_at.map(|d| d.format("%Y-%m-%d").to_string()),
+                    now
+                ],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("token") } else { e.into() })?;
+            Ok(PersonalAccessToken {
+                id: c.last_insert_rowid(),
+                user_id: token.user_id,
+                name: token.name,
+                scopes: token.scopes,
+                expires_at: token.expires_at,
+                revoked: false,
+                created_at: millis_to_dt(now),
+            })
+        })
+        .await
+    }
+
+    async fn token_by_digest(&self, digest: [u8; 32]) -> StoreResult<Option<TokenOwner>> {
+        self.run(move |c| {
+            let sql =
+                "SELECT t.id, t.user_id, t.name, t.scopes, t.expires_at, t.revoked, t.created_at,
+                              u.id, u.username, u.name, u.email, u.is_admin, u.created_at, t.digest
+                       FROM personal_access_tokens t JOIN users u ON u.id = t.user_id
+                       WHERE t.digest = ?1";
+            Ok(c.query_row(sql, [&digest[..]], |r| {
+                Ok(TokenOwner {
+                    token: token_row(r)?,
+                    user: User {
+                        id: r.get(7)?,
+                        username: r.get(8)?,
+                        name: r.get(9)?,
+                        email: r.get(10)?,
+                        is_admin: r.get(11)?,
+                        created_at: millis_to_dt(r.get(12)?),
+                    },
+                    digest: r.get(13)?,
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn token_by_id(&self, id: i64) -> StoreResult<Option<PersonalAccessToken>> {
+        self.run(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {TOKEN_COLS} FROM personal_access_tokens WHERE id = ?1"),
+                [id],
+                token_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self, user_id: Option<i64>) -> StoreResult<Vec<PersonalAccessToken>> {
+        self.run(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {TOKEN_COLS} FROM personal_access_tokens
+                 WHERE ?1 IS NULL OR user_id = ?1 ORDER BY id"
+            ))?;
+            let rows = st
+                .query_map([user_id], token_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: i64) -> StoreResult<bool> {
+        self.run(move |c| {
+            Ok(c.execute(
+                "UPDATE personal_access_tokens SET revoked = 1 WHERE id = ?1",
+                [id],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn create_project(&self, project: NewProject) -> StoreResult<Project> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let now = now_millis();
+            let full = format!("{}/{}", project.namespace_path, project.path);
+            tx.execute(
+                "INSERT INTO projects (name, path, namespace_path, path_with_namespace, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![project.name, project.path, project.namespace_path, full, now],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("path") } else { e.into() })?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO project_members (project_id, user_id, access_level) VALUES (?1, ?2, ?3)",
+                params![id, project.owner_id, AccessLevel::OWNER.0],
+            )?;
+            tx.commit()?;
+            Ok(Project {
+                id,
+                name: project.name,
+                path: project.path,
+                namespace_path: project.namespace_path,
+                path_with_namespace: full,
+                created_at: millis_to_dt(now),
+            })
+        })
+        .await
+    }
+
+    async fn project_by_id(&self, id: i64) -> StoreResult<Option<Project>> {
+        self.run(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {PROJECT_COLS} FROM projects WHERE id = ?1"),
+                [id],
+                project_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn project_by_path(&self, path_with_namespace: &str) -> StoreResult<Option<Project>> {
+        let path = path_with_namespace.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {PROJECT_COLS} FROM projects WHERE path_with_namespace = ?1"),
+                [path],
+                project_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        self.run(|c| {
+            let mut st = c.prepare(&format!("SELECT {PROJECT_COLS} FROM projects ORDER BY id"))?;
+            let rows = st
+                .query_map([], project_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delete_project(&self, id: i64) -> StoreResult<Vec<ClientKey>> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let keys = {
+                let mut st = tx.prepare(&format!(
+                    "SELECT {KEY_COLS} FROM client_keys WHERE project_id = ?1"
+                ))?;
+                let rows = st
+                    .query_map([id], key_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows
+            };
+            // Foreign keys cascade to members, settings, keys and every ingested row.
+            tx.execute("DELETE FROM projects WHERE id = ?1", [id])?;
+            tx.commit()?;
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn member_level(&self, project_id: i64, user_id: i64) -> StoreResult<Option<i64>> {
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT access_level FROM project_members WHERE project_id = ?1 AND user_id = ?2",
+                [project_id, user_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn add_member(&self, project_id: i64, user_id: i64, level: i64) -> StoreResult<Member> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO project_members (project_id, user_id, access_level) VALUES (?1, ?2, ?3)",
+                params![project_id, user_id, level],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::Conflict("member") } else { e.into() })?;
+            let (username, name): (String, String) = c.query_row(
+                "SELECT username, name FROM users WHERE id = ?1",
+                [user_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(Member { user_id, username, name, access_level: level })
+        })
+        .await
+    }
+
+    async fn remove_member(&self, project_id: i64, user_id: i64) -> StoreResult<bool> {
+        self.run(move |c| {
+            Ok(c.execute(
+                "DELETE FROM project_members WHERE project_id = ?1 AND user_id = ?2",
+                [project_id, user_id],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn list_members(&self, project_id: i64) -> StoreResult<Vec<Member>> {
+        self.run(move |c| {
+            let mut st = c.prepare(
+                "SELECT m.user_id, u.username, u.name, m.access_level
+                 FROM project_members m JOIN users u ON u.id = m.user_id
+                 WHERE m.project_id = ?1 ORDER BY m.user_id",
+            )?;
+            let rows = st
+                .query_map([project_id], |r| {
+                    Ok(Member {
+                        user_id: r.get(0)?,
+                        username: r.get(1)?,
+                        name: r.get(2)?,
+                        access_level: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn setting(&self, project_id: i64) -> StoreResult<Option<SettingRow>> {
+        self.run(move |c| get_setting(c, project_id)).await
+    }
+
+    async fn put_setting(
+        &self,
+        setting: Setting,
+        first_key: String,
+    ) -> StoreResult<(SettingRow, Option<ClientKey>)> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO error_tracking_settings (project_id, active, integrated) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(project_id) DO UPDATE SET active = excluded.active, integrated = excluded.integrated",
+                params![setting.project_id, setting.active, setting.integrated],
+            )?;
+            let row = get_setting(&tx, setting.project_id)?.ok_or(StoreError::Sqlite(
+                rusqlite::Error::QueryReturnedNoRows,
+            ))?;
+            let key = ensure_first_key(&tx, &row, first_key)?;
+            tx.commit()?;
+            Ok((row, key))
+        })
+        .await
+    }
+
+    async fn patch_setting(
+        &self,
+        project_id: i64,
+        active: bool,
+        integrated: Option<bool>,
+        first_key: String,
+    ) -> StoreResult<Option<(SettingRow, Option<ClientKey>)>> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE error_tracking_settings SET active = ?2, integrated = COALESCE(?3, integrated)
+                 WHERE project_id = ?1",
+                params![project_id, active, integrated],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let row = get_setting(&tx, project_id)?
+                .ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?;
+            let key = ensure_first_key(&tx, &row, first_key)?;
+            tx.commit()?;
+            Ok(Some((row, key)))
+        })
+        .await
+    }
+
+    async fn all_settings(&self) -> StoreResult<Vec<Setting>> {
+        self.run(|c| {
+            let mut st = c.prepare(
+                "SELECT project_id, active, integrated, project_name, sentry_external_url, api_url
+                 FROM error_tracking_settings",
+            )?;
+            let rows = st
+                .query_map([], setting_row)?
+                .map(|r| r.map(|s| s.setting))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn list_keys(
+        &self,
+        project_id: i64,
+        page: u64,
+        per_page: u64,
+    ) -> StoreResult<Page<ClientKey>> {
+        self.run(move |c| {
+            let total: i64 = c.query_row(
+                "SELECT COUNT(*) FROM client_keys WHERE project_id = ?1",
+                [project_id],
+                |r| r.get(0),
+            )?;
+            let offset = page.saturating_sub(1).saturating_mul(per_page);
+            let mut st = c.prepare(&format!(
+                "SELECT {KEY_COLS} FROM client_keys WHERE project_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3"
+            ))?;
+            let items = st
+                .query_map(
+                    params![project_id, per_page as i64, offset.min(i64::MAX as u64) as i64],
+                    key_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Page { items, total: total as u64 })
+        })
+        .await
+    }
+
+    async fn create_key(&self, project_id: i64, public_key: String) -> StoreResult<ClientKey> {
+        self.run(move |c| insert_key(c, project_id, public_key))
+            .await
+    }
+
+    async fn delete_key(&self, project_id: i64, key_id: i64) -> StoreResult<Option<ClientKey>> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let key = tx
+                .query_row(
+                    &format!(
+                        "SELECT {KEY_COLS} FROM client_keys WHERE id = ?1 AND project_id = ?2"
+                    ),
+                    [key_id, project_id],
+                    key_row,
+                )
+                .optional()?;
+            if key.is_some() {
+                tx.execute("DELETE FROM client_keys WHERE id = ?1", [key_id])?;
+            }
+            tx.commit()?;
+            Ok(key)
+        })
+        .await
+    }
+
+    async fn all_keys(&self) -> StoreResult<Vec<ClientKey>> {
+        self.run(|c| {
+            let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM client_keys"))?;
+            let rows = st.query_map([], key_row)?.collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
