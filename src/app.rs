@@ -13,11 +13,15 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::domain::keycache::KeyCache;
+use crate::domain::ratelimit::RateLimiter;
 use crate::domain::tokens;
+use crate::http::ingest::IngestSettings;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::store::ingest::EventSink;
 use crate::store::sqlite::SqliteOptions;
 use crate::store::{NewToken, NewUser, SqliteStore, Store};
+use crate::writer::{Writer, WriterConfig};
 
 /// Name of the file the first start writes the administrator's token to.
 pub const INITIAL_TOKEN_FILE: &str = "initial_admin_token";
@@ -78,22 +82,60 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
     let external_url = config.external_url_for(addr)?;
 
+    let metrics = Arc::new(Metrics::new());
+    let sink = EventSink::open(store.options()).context("opening the writer's connection")?;
+    let writer = Writer::start(
+        sink,
+        WriterConfig {
+            queue_capacity: config.ingest.queue_capacity,
+            batch_size: config.ingest.batch_size,
+            batch_interval: config.ingest.batch_interval(),
+        },
+        metrics.clone(),
+    )
+    .context("starting the writer thread")?;
+
     let state = AppState {
         store: Arc::new(store),
         keys: Arc::new(cache),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         external_url,
+        writer: writer.handle(),
+        rate_limiter: Arc::new(RateLimiter::new(config.ingest.rate_limit_per_minute)),
+        ingest: Arc::new(IngestSettings {
+            max_event_bytes: config.ingest.max_event_bytes,
+            max_envelope_bytes: config.ingest.max_envelope_bytes,
+            max_compressed_bytes: config.ingest.max_compressed_bytes,
+            max_attachment_bytes: config.ingest.max_attachment_bytes,
+            ack: config.ingest.ack,
+            body_timeout: std::time::Duration::from_secs(config.http.body_timeout_secs),
+        }),
     };
     let router = http::router(state.clone());
     let (tx, mut rx) = watch::channel(false);
+    let shutdown_timeout = std::time::Duration::from_secs(config.http.shutdown_timeout_secs);
+    let mut stopped = tx.subscribe();
     let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        });
+        // In-flight requests get the shutdown timeout to finish; the writer then drains what
+        // they queued, so every event that was answered 200 is committed before exit.
+        let deadline = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            tokio::time::sleep(shutdown_timeout).await;
+        };
+        let result = tokio::select! {
+            r = async move { serve.await } => r.context("serving HTTP"),
+            _ = deadline => {
+                tracing::warn!("shutdown timeout reached with requests still in flight");
+                Ok(())
+            }
+        };
+        tokio::task::spawn_blocking(move || writer.shutdown())
             .await
-            .context("serving HTTP")?;
-        Ok(())
+            .context("writer shutdown")?;
+        result
     });
     tracing::info!(%addr, external_url = %state.external_url, "faultline listening on {addr}");
     Ok(Server {

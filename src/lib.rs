@@ -8,4 +8,6 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod protocol;
 pub mod store;
+pub mod writer;

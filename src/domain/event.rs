@@ -765,7 +765,7 @@ fn substitute_params(template: &str, params: &Value) -> String {
     };
     let named = params.as_object();
     // Python's logging leaves the template alone when there are no arguments, `%%` included.
-    if positional.is_empty() && named.map_or(true, |map| map.is_empty()) {
+    if positional.is_empty() && named.is_none_or(|map| map.is_empty()) {
         return template.to_owned();
     }
     let mut out = String::with_capacity(template.len() + 16);

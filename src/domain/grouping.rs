@@ -415,7 +415,7 @@ fn is_word_byte(byte: u8) -> bool {
 
 /// A token must not run on into a word (`deadbeef12x` is not a hex id).
 fn ends_word(b: &[u8], end: usize) -> bool {
-    b.get(end).map_or(true, |&byte| !is_word_byte(byte))
+    b.get(end).is_none_or(|&byte| !is_word_byte(byte))
 }
 
 fn count(b: &[u8], start: usize, max: usize, pred: impl Fn(u8) -> bool) -> usize {
@@ -459,7 +459,7 @@ impl QuoteEnds {
             _ => return None,
         };
         if let Some(last) = self.searches[slot] {
-            if last.from <= from && last.end.map_or(true, |end| from <= end) {
+            if last.from <= from && last.end.is_none_or(|end| from <= end) {
                 return last.end;
             }
         }

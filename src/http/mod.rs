@@ -5,6 +5,7 @@ pub mod api;
 pub mod client_keys;
 pub mod health;
 pub mod identity;
+pub mod ingest;
 pub mod settings;
 
 use std::sync::Arc;
@@ -20,8 +21,10 @@ use serde_json::json;
 use url::Url;
 
 use crate::domain::keycache::KeyCache;
+use crate::domain::ratelimit::RateLimiter;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::store::Store;
+use crate::writer::WriterHandle;
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone)]
@@ -31,6 +34,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The base URL SDKs reach the gateway by (DSNs and `Link` headers).
     pub external_url: Url,
+    pub writer: WriterHandle,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub ingest: Arc<ingest::IngestSettings>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -76,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         );
 
     Router::new()
+        .merge(ingest::routes())
         .nest("/api/v4", v4)
         .route("/-/health", get(health::health))
         .route("/-/readiness", get(health::readiness))

@@ -108,7 +108,7 @@ fn parse_version(s: &str) -> Option<u32> {
         None => (s, None),
     };
     let all_digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(major) || !minor.map_or(true, all_digits) {
+    if !all_digits(major) || !minor.is_none_or(all_digits) {
         return None;
     }
     major.parse().ok()

@@ -3,6 +3,7 @@
 //! backend with its versioned migrations. The batching writer for ingested events lives in
 //! [`crate::writer`] but its transaction body is here too ([`sqlite::EventSink`]).
 
+pub mod ingest;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -62,10 +62,11 @@ pub fn open_connection(opts: &SqliteOptions) -> StoreResult<Connection> {
 /// Versioned migrations, applied in order at start-up; `PRAGMA user_version` records the last
 /// one applied. A migration is never edited once released: a change is a new entry.
 const MIGRATIONS: &[&str] = &[
-    // 1: identity, settings and client keys.
+    // 1: identity, settings and client keys. Ids are AUTOINCREMENT so that a deleted id is
+    // never handed out again (a stale DELETE must not hit a newer key), as in GitLab.
     r#"
     CREATE TABLE users (
-        id          INTEGER PRIMARY KEY,
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
         username    TEXT NOT NULL UNIQUE,
         name        TEXT NOT NULL,
         email       TEXT,
@@ -73,7 +74,7 @@ const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     );
     CREATE TABLE projects (
-        id                  INTEGER PRIMARY KEY,
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
         name                TEXT NOT NULL,
         path                TEXT NOT NULL,
         namespace_path      TEXT NOT NULL,
@@ -87,7 +88,7 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (project_id, user_id)
     ) WITHOUT ROWID;
     CREATE TABLE personal_access_tokens (
-        id          INTEGER PRIMARY KEY,
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
         user_id     INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
         name        TEXT NOT NULL,
         digest      BLOB NOT NULL UNIQUE,
@@ -105,13 +106,95 @@ const MIGRATIONS: &[&str] = &[
         api_url             TEXT
     );
     CREATE TABLE client_keys (
-        id          INTEGER PRIMARY KEY,
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
         project_id  INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
         public_key  TEXT NOT NULL UNIQUE,
         active      INTEGER NOT NULL DEFAULT 1,
         created_at  INTEGER NOT NULL
     );
     CREATE INDEX client_keys_project ON client_keys(project_id, id);
+    "#,
+    // 2: ingested errors, events, attachments, user reports and hourly counts.
+    r#"
+    CREATE TABLE errors (
+        id                      INTEGER PRIMARY KEY,
+        project_id              INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        fingerprint             INTEGER NOT NULL,
+        name                    TEXT NOT NULL,
+        description             TEXT NOT NULL,
+        actor                   TEXT NOT NULL,
+        platform                TEXT,
+        status                  INTEGER NOT NULL DEFAULT 0,
+        event_count             INTEGER NOT NULL DEFAULT 0,
+        approximated_user_count INTEGER NOT NULL DEFAULT 0,
+        first_seen_at           INTEGER NOT NULL,
+        last_seen_at            INTEGER NOT NULL,
+        UNIQUE (project_id, fingerprint)
+    );
+    -- The list queries filter by project and status and order by one of three keys; each index
+    -- ends in id so that keyset cursors are a single range scan.
+    CREATE INDEX errors_by_last_seen ON errors(project_id, status, last_seen_at DESC, id DESC);
+    CREATE INDEX errors_by_first_seen ON errors(project_id, status, first_seen_at DESC, id DESC);
+    CREATE INDEX errors_by_frequency ON errors(project_id, status, event_count DESC, id DESC);
+    CREATE TABLE events (
+        id            INTEGER PRIMARY KEY,
+        project_id    INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        error_id      INTEGER NOT NULL REFERENCES errors(id) ON DELETE CASCADE,
+        event_id      TEXT NOT NULL,
+        occurred_at   INTEGER NOT NULL,
+        received_at   INTEGER NOT NULL,
+        level         TEXT,
+        environment   TEXT,
+        release       TEXT,
+        platform      TEXT,
+        user_identity TEXT,
+        message       TEXT,
+        is_message    INTEGER NOT NULL,
+        name          TEXT NOT NULL,
+        description   TEXT NOT NULL,
+        actor         TEXT NOT NULL,
+        payload       BLOB NOT NULL,
+        UNIQUE (project_id, event_id)
+    );
+    CREATE INDEX events_by_error ON events(error_id, occurred_at, id);
+    CREATE INDEX events_messages ON events(project_id, is_message, occurred_at DESC, id DESC);
+    CREATE INDEX events_received ON events(received_at, id);
+    CREATE TABLE attachments (
+        id              INTEGER PRIMARY KEY,
+        project_id      INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        event_id        TEXT NOT NULL,
+        filename        TEXT NOT NULL,
+        content_type    TEXT,
+        attachment_type TEXT,
+        data            BLOB NOT NULL,
+        received_at     INTEGER NOT NULL
+    );
+    CREATE INDEX attachments_by_event ON attachments(project_id, event_id);
+    CREATE TABLE user_reports (
+        id          INTEGER PRIMARY KEY,
+        project_id  INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        event_id    TEXT,
+        name        TEXT,
+        email       TEXT,
+        comments    TEXT,
+        payload     BLOB NOT NULL,
+        received_at INTEGER NOT NULL
+    );
+    CREATE INDEX user_reports_by_event ON user_reports(project_id, event_id);
+    -- Per-error hourly event counts: the 24h frequency of a list page reads at most 24 rows per
+    -- error instead of scanning its events.
+    CREATE TABLE error_hourly (
+        error_id INTEGER NOT NULL REFERENCES errors(id) ON DELETE CASCADE,
+        hour     INTEGER NOT NULL,
+        count    INTEGER NOT NULL,
+        PRIMARY KEY (error_id, hour)
+    ) WITHOUT ROWID;
+    -- Distinct users per error, for approximated_user_count.
+    CREATE TABLE error_users (
+        error_id  INTEGER NOT NULL REFERENCES errors(id) ON DELETE CASCADE,
+        user_hash INTEGER NOT NULL,
+        PRIMARY KEY (error_id, user_hash)
+    ) WITHOUT ROWID;
     "#,
 ];
 
@@ -137,7 +220,7 @@ pub fn schema_version() -> usize {
     MIGRATIONS.len()
 }
 
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     Utc::now().timestamp_millis()
 }
 

@@ -1,0 +1,502 @@
+//! The Sentry ingestion endpoints (`.../envelope` and `.../store`). A handler authenticates from
+//! the key cache, reads and decodes the body under limits, turns the items into records and hands
+//! them to the batching writer; it answers 200 only once the writer says the records are stored
+//! (or queued, when acknowledgement is relaxed). Status codes are chosen in one place:
+//! [`IngestError::into_response`].
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use super::AppState;
+use crate::config::AckMode;
+use crate::domain::event::{self, EventSummary};
+use crate::domain::grouping;
+use crate::domain::keycache::KeyDecision;
+use crate::protocol::auth::{self, AuthError};
+use crate::protocol::decode::{decode_body, ContentEncoding, DecodeError};
+use crate::protocol::envelope::{self, EnvelopeError, ItemType};
+use crate::protocol::store_body::{decode_store_body, normalize_event_id, StoreBodyError};
+use crate::store::ingest::{AttachmentRecord, EventRecord, Record, UserReportRecord};
+use crate::writer::WriteError;
+
+/// Limits and behaviour of the ingestion endpoints, from configuration.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    pub max_event_bytes: usize,
+    pub max_envelope_bytes: usize,
+    pub max_compressed_bytes: usize,
+    pub max_attachment_bytes: usize,
+    pub ack: AckMode,
+    pub body_timeout: Duration,
+}
+
+/// Why an ingestion request was refused. No HTTP knowledge below this point.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("project id must be a number")]
+    BadProjectId,
+    #[error("missing authorization information")]
+    MissingKey,
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    #[error("unknown public key")]
+    UnknownKey,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("empty request body")]
+    EmptyBody,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("timed out reading the request body")]
+    BodyTimeout,
+    #[error("failed to read the request body")]
+    BodyRead,
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("invalid envelope: {0}")]
+    Envelope(#[from] EnvelopeError),
+    #[error("invalid event: {0}")]
+    StoreBody(#[from] StoreBodyError),
+    #[error("invalid event payload")]
+    Event(#[source] event::EventError),
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after: u64 },
+    #[error("the gateway cannot take more events right now")]
+    Unavailable { retry_after: u64 },
+    #[error("internal error")]
+    Internal,
+}
+
+impl IngestError {
+    /// Short label for the rejection metric.
+    fn reason(&self) -> &'static str {
+        match self {
+            IngestError::BadProjectId => "bad_project_id",
+            IngestError::MissingKey => "missing_key",
+            IngestError::Auth(AuthError::UnsupportedVersion(_)) => "unsupported_version",
+            IngestError::Auth(_) => "bad_auth",
+            IngestError::UnknownKey => "unknown_key",
+            IngestError::Forbidden(_) => "forbidden",
+            IngestError::EmptyBody => "empty_body",
+            IngestError::BodyTooLarge => "too_large",
+            IngestError::BodyTimeout => "body_timeout",
+            IngestError::BodyRead => "body_read",
+            IngestError::Decode(DecodeError::TooLarge { .. }) => "too_large",
+            IngestError::Decode(DecodeError::UnsupportedEncoding(_)) => "unsupported_encoding",
+            IngestError::Decode(_) => "corrupt_body",
+            IngestError::Envelope(EnvelopeError::ItemTooLarge { .. }) => "too_large",
+            IngestError::Envelope(_) => "bad_envelope",
+            IngestError::StoreBody(StoreBodyError::TooLarge { .. }) => "too_large",
+            IngestError::StoreBody(_) => "bad_event",
+            IngestError::Event(_) => "bad_event",
+            IngestError::RateLimited { .. } => "rate_limited",
+            IngestError::Unavailable { .. } => "unavailable",
+            IngestError::Internal => "internal",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            IngestError::BadProjectId => StatusCode::BAD_REQUEST,
+            IngestError::MissingKey | IngestError::UnknownKey => StatusCode::UNAUTHORIZED,
+            IngestError::Auth(AuthError::UnsupportedVersion(_)) => StatusCode::BAD_REQUEST,
+            IngestError::Auth(_) => StatusCode::UNAUTHORIZED,
+            IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
+            IngestError::EmptyBody | IngestError::BodyRead => StatusCode::BAD_REQUEST,
+            IngestError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            IngestError::Decode(DecodeError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Decode(DecodeError::UnsupportedEncoding(_)) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            IngestError::Decode(_) => StatusCode::BAD_REQUEST,
+            IngestError::Envelope(EnvelopeError::ItemTooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            IngestError::Envelope(_) => StatusCode::BAD_REQUEST,
+            IngestError::StoreBody(StoreBodyError::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            IngestError::StoreBody(_) | IngestError::Event(_) => StatusCode::BAD_REQUEST,
+            IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = self.to_string();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %detail, "ingestion refused");
+        } else {
+            tracing::debug!(%status, error = %detail, "ingestion refused");
+        }
+        let mut resp = (status, Json(json!({ "detail": detail }))).into_response();
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&detail) {
+            h.insert(HeaderName::from_static("x-sentry-error"), v);
+        }
+        match self {
+            IngestError::RateLimited { retry_after } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                if let Ok(v) = HeaderValue::from_str(&format!("{retry_after}::key")) {
+                    h.insert(HeaderName::from_static("x-sentry-rate-limits"), v);
+                }
+            }
+            IngestError::Unavailable { retry_after } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// The three families of ingestion routes, with and without the trailing slash.
+pub fn routes() -> Router<AppState> {
+    let mut r = Router::new();
+    for prefix in [
+        "/errortracking/api/v1/projects/api",
+        "/api",
+        "/api/v4/error_tracking/collector/api",
+    ] {
+        for slash in ["", "/"] {
+            r = r
+                .route(
+                    &format!("{prefix}/{{project_id}}/envelope{slash}"),
+                    post(envelope_endpoint).options(preflight),
+                )
+                .route(
+                    &format!("{prefix}/{{project_id}}/store{slash}"),
+                    post(store_endpoint).options(preflight),
+                );
+        }
+    }
+    r.layer(middleware::from_fn(cors))
+}
+
+/// Browsers post events from any page that embeds a DSN, so every ingestion answer (errors
+/// included, with or without an `Origin`) carries the same permissive CORS headers. A fixed set
+/// of headers is all this needs, hence no general CORS layer.
+async fn cors(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static(
+            "x-sentry-auth, x-requested-with, origin, accept, content-type, content-encoding, authorization",
+        ),
+    );
+    h.insert(
+        "access-control-expose-headers",
+        HeaderValue::from_static("x-sentry-error, x-sentry-rate-limits, retry-after"),
+    );
+    h.insert("access-control-max-age", HeaderValue::from_static("3600"));
+    resp
+}
+
+async fn preflight() -> StatusCode {
+    StatusCode::OK
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Envelope,
+    Store,
+}
+
+async fn envelope_endpoint(
+    State(state): State<AppState>,
+    Path(project_id): Path<String>,
+    req: Request,
+) -> Response {
+    respond(
+        &state,
+        ingest(&state, Endpoint::Envelope, &project_id, req).await,
+    )
+}
+
+async fn store_endpoint(
+    State(state): State<AppState>,
+    Path(project_id): Path<String>,
+    req: Request,
+) -> Response {
+    respond(
+        &state,
+        ingest(&state, Endpoint::Store, &project_id, req).await,
+    )
+}
+
+fn respond(state: &AppState, result: Result<Option<String>, IngestError>) -> Response {
+    match result {
+        Ok(Some(id)) => Json(json!({ "id": id })).into_response(),
+        Ok(None) => Json(json!({})).into_response(),
+        Err(e) => {
+            state.metrics.reject(e.reason());
+            e.into_response()
+        }
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Maps the key cache's decision to a refusal.
+fn authorize(state: &AppState, key: &str, project_id: i64) -> Result<i64, IngestError> {
+    match state.keys.check(key, project_id) {
+        KeyDecision::Allowed { key_id } => Ok(key_id),
+        KeyDecision::Unknown => Err(IngestError::UnknownKey),
+        KeyDecision::Inactive => Err(IngestError::Forbidden("public key is disabled")),
+        KeyDecision::WrongProject => Err(IngestError::Forbidden(
+            "public key does not belong to this project",
+        )),
+        KeyDecision::SettingMissing | KeyDecision::SettingDisabled => Err(IngestError::Forbidden(
+            "error tracking is not enabled for this project",
+        )),
+    }
+}
+
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    s: &IngestSettings,
+) -> Result<Vec<u8>, IngestError> {
+    // A declared length over the limit is refused before reading anything.
+    if let Some(len) = header_str(headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+        if len > s.max_compressed_bytes {
+            return Err(IngestError::BodyTooLarge);
+        }
+    }
+    let limited = Limited::new(body, s.max_compressed_bytes);
+    match tokio::time::timeout(s.body_timeout, limited.collect()).await {
+        Err(_) => Err(IngestError::BodyTimeout),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(IngestError::BodyTooLarge)
+        }
+        Ok(Err(_)) => Err(IngestError::BodyRead),
+        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
+    }
+}
+
+/// Handles one request; `Ok(Some(id))` is answered `{"id": id}`, `Ok(None)` is `{}`.
+async fn ingest(
+    state: &AppState,
+    endpoint: Endpoint,
+    project_id: &str,
+    req: Request,
+) -> Result<Option<String>, IngestError> {
+    let project_id: i64 = project_id.parse().map_err(|_| IngestError::BadProjectId)?;
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    let auth = auth::resolve_auth(
+        header_str(headers, "x-sentry-auth"),
+        header_str(headers, "authorization"),
+        parts.uri.query(),
+    )?;
+    // With a key in the request, refuse before reading or decompressing the body.
+    let mut key_id = match &auth.public_key {
+        Some(k) => Some(authorize(state, k, project_id)?),
+        None => None,
+    };
+    let encoding = ContentEncoding::from_header(header_str(headers, "content-encoding"))?;
+    let settings = &state.ingest;
+    let raw = read_body(body, headers, settings).await?;
+    if raw.is_empty() {
+        return Err(IngestError::EmptyBody);
+    }
+    let is_envelope = endpoint == Endpoint::Envelope
+        || header_str(headers, "content-type")
+            .is_some_and(|ct| ct.starts_with("application/x-sentry-envelope"));
+    let limit = if is_envelope {
+        settings.max_envelope_bytes
+    } else {
+        settings.max_event_bytes
+    };
+    let decoded = decode_body(encoding, &raw, limit)?;
+
+    let (records, id) = if is_envelope {
+        let limits = envelope::Limits {
+            max_event_item: settings.max_event_bytes,
+            max_attachment_item: settings.max_attachment_bytes,
+            max_other_item: settings.max_event_bytes,
+        };
+        let env = envelope::parse(&decoded, &limits)?;
+        if key_id.is_none() {
+            // Only when nothing else named a key may the envelope header's DSN do so.
+            let key = env
+                .header
+                .dsn
+                .as_deref()
+                .and_then(auth::key_from_dsn)
+                .ok_or(IngestError::MissingKey)?;
+            key_id = Some(authorize(state, &key, project_id)?);
+        }
+        envelope_records(state, project_id, &env)?
+    } else {
+        let key = key_id.ok_or(IngestError::MissingKey)?;
+        key_id = Some(key);
+        state.metrics.item("event");
+        let ev = decode_store_body(&decoded, settings.max_event_bytes)?;
+        let record = event_record(project_id, Some(&ev.event_id), ev.json)?;
+        let id = record.event_id.clone();
+        (vec![Record::Event(record)], Some(id))
+    };
+
+    let events = records
+        .iter()
+        .filter(|r| matches!(r, Record::Event(_)))
+        .count() as u32;
+    if let Some(key_id) = key_id {
+        if events > 0 {
+            state
+                .rate_limiter
+                .check(key_id, events)
+                .map_err(|retry_after| IngestError::RateLimited { retry_after })?;
+        }
+    }
+    if records.is_empty() {
+        return Ok(id);
+    }
+    match settings.ack {
+        AckMode::Committed => state.writer.write(records).await.map_err(write_error)?,
+        AckMode::Queued => {
+            state.writer.submit(records, None).map_err(write_error)?;
+            Vec::new()
+        }
+    };
+    Ok(id)
+}
+
+fn write_error(e: WriteError) -> IngestError {
+    match e {
+        // The queue drains within milliseconds; a second is a polite retry interval.
+        WriteError::QueueFull | WriteError::Closed => IngestError::Unavailable { retry_after: 1 },
+        // A full disk is not fixed in a second.
+        WriteError::StorageFull => IngestError::Unavailable { retry_after: 60 },
+        WriteError::Failed => IngestError::Internal,
+    }
+}
+
+/// Turns every item of an envelope into records; unknown and unstored types are only counted.
+fn envelope_records(
+    state: &AppState,
+    project_id: i64,
+    env: &envelope::Envelope<'_>,
+) -> Result<(Vec<Record>, Option<String>), IngestError> {
+    let header_id = env.header.event_id.as_deref().and_then(normalize_event_id);
+    let mut records = Vec::new();
+    let mut event_id: Option<String> = None;
+    for item in &env.items {
+        state.metrics.item(item.ty.as_str());
+        if item.ty == ItemType::Event {
+            let record = event_record(project_id, header_id.as_deref(), item.payload.to_vec())?;
+            event_id.get_or_insert_with(|| record.event_id.clone());
+            records.push(Record::Event(record));
+        }
+    }
+    // Attachments and reports belong to the envelope's event.
+    let owner_id = header_id.clone().or_else(|| event_id.clone());
+    for item in &env.items {
+        match item.ty {
+            ItemType::Attachment => records.push(Record::Attachment(AttachmentRecord {
+                project_id,
+                event_id: owner_id.clone().unwrap_or_else(new_event_id),
+                filename: item.filename.clone().unwrap_or_else(|| "attachment".into()),
+                content_type: item.content_type.clone(),
+                attachment_type: item.attachment_type.clone(),
+                data: item.payload.to_vec(),
+            })),
+            ItemType::UserReport | ItemType::Feedback => records.push(Record::UserReport(
+                user_report(project_id, owner_id.as_deref(), item.payload),
+            )),
+            _ => {}
+        }
+    }
+    Ok((records, event_id.or(header_id)))
+}
+
+fn new_event_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Builds the stored form of one event. `forced_id` (the envelope header's id) wins over the
+/// payload's; an event with neither gets a new id.
+fn event_record(
+    project_id: i64,
+    forced_id: Option<&str>,
+    payload: Vec<u8>,
+) -> Result<EventRecord, IngestError> {
+    let summary: EventSummary = event::extract(&payload).map_err(IngestError::Event)?;
+    let event_id = forced_id
+        .map(str::to_owned)
+        .or_else(|| summary.event_id.as_deref().and_then(normalize_event_id))
+        .unwrap_or_else(new_event_id);
+    let g = grouping::group(&summary);
+    let now = chrono::Utc::now().timestamp_millis();
+    let occurred_at = summary
+        .timestamp
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(|t| (t * 1000.0) as i64)
+        .unwrap_or(now);
+    Ok(EventRecord {
+        project_id,
+        event_id,
+        fingerprint: g.fingerprint,
+        name: g.name,
+        description: g.description,
+        actor: g.actor,
+        platform: summary.platform.clone(),
+        level: summary.level.clone(),
+        environment: summary.environment.clone(),
+        release: summary.release.clone(),
+        message: summary.message.clone(),
+        is_message: summary.is_message_event(),
+        user_identity: summary.user_identity.clone(),
+        occurred_at,
+        payload,
+    })
+}
+
+/// A `user_report` (`{event_id, name, email, comments}`) or a `feedback` item (an event whose
+/// `contexts.feedback` holds `message`, `contact_email`, `name`, `associated_event_id`).
+fn user_report(project_id: i64, owner: Option<&str>, payload: &[u8]) -> UserReportRecord {
+    let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null);
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let fb = &v["contexts"]["feedback"];
+    // A feedback item's own `event_id` names the feedback; the event it is about is the
+    // associated one.
+    let about = if fb.is_object() {
+        s(&fb["associated_event_id"])
+    } else {
+        s(&v["event_id"])
+    };
+    let event_id = about
+        .and_then(|e| normalize_event_id(&e))
+        .or_else(|| owner.map(str::to_owned));
+    UserReportRecord {
+        project_id,
+        event_id,
+        name: s(&v["name"]).or_else(|| s(&fb["name"])),
+        email: s(&v["email"]).or_else(|| s(&fb["contact_email"])),
+        comments: s(&v["comments"]).or_else(|| s(&fb["message"])),
+        payload: payload.to_vec(),
+    }
+}

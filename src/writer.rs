@@ -1,0 +1,261 @@
+//! The batching writer: a cloneable [`WriterHandle`] that ingestion handlers submit jobs to, and
+//! a private loop on its own OS thread that owns the database connection and commits one
+//! transaction per batch. A batch closes when it holds `batch_size` jobs or when the first job
+//! in it has waited `batch_interval`, whichever comes first; each job's submitter is told the
+//! outcome only after the commit (group commit).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+use crate::store::ingest::{EventOutcome, EventSink, Record};
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The queue is full; the client should retry later.
+    #[error("the write queue is full")]
+    QueueFull,
+    /// The writer is stopping or stopped.
+    #[error("the writer is shut down")]
+    Closed,
+    /// The database could not grow.
+    #[error("the database is full")]
+    StorageFull,
+    /// Any other database failure; the cause went to the log.
+    #[error("the database write failed")]
+    Failed,
+}
+
+pub type Reply = oneshot::Sender<Result<Vec<EventOutcome>, WriteError>>;
+
+enum Message {
+    Job {
+        records: Vec<Record>,
+        reply: Option<Reply>,
+    },
+    /// Everything queued before this is written, then the loop ends.
+    Shutdown,
+}
+
+/// Handle used by request handlers. Sending never blocks: a full queue is reported at once.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: SyncSender<Message>,
+    depth: Arc<AtomicUsize>,
+    closed: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+/// Owns the writer thread; [`Writer::shutdown`] drains the queue and joins it.
+pub struct Writer {
+    handle: WriterHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub batch_interval: Duration,
+}
+
+impl Writer {
+    pub fn start(
+        sink: EventSink,
+        config: WriterConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Writer> {
+        // A bounded std channel: `try_send` never blocks a handler, and the writer thread can
+        // wait on it with a timeout, which the interval trigger needs.
+        let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
+        let depth = Arc::new(AtomicUsize::new(0));
+        let handle = WriterHandle {
+            tx,
+            depth: depth.clone(),
+            closed: Arc::new(AtomicBool::new(false)),
+            metrics: metrics.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("faultline-writer".into())
+            .spawn(move || run_loop(sink, rx, config, depth, metrics))?;
+        Ok(Writer {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn handle(&self) -> WriterHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting jobs, writes everything already queued, and waits for the thread.
+    pub fn shutdown(mut self) {
+        self.handle.closed.store(true, Ordering::SeqCst);
+        // A blocking send: it waits for room, so the shutdown marker lands behind every job.
+        let _ = self.handle.tx.send(Message::Shutdown);
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("writer thread panicked");
+            }
+        }
+    }
+}
+
+impl WriterHandle {
+    /// Queues a job. With `reply`, the outcome is sent after the batch commits.
+    pub fn submit(&self, records: Vec<Record>, reply: Option<Reply>) -> Result<(), WriteError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(WriteError::Closed);
+        }
+        // Counted before sending so the writer's decrement can never run first.
+        let depth = self.depth.fetch_add(1, Ordering::SeqCst) + 1;
+        match self.tx.try_send(Message::Job { records, reply }) {
+            Ok(()) => {
+                self.metrics.queue_depth.set(depth as i64);
+                Ok(())
+            }
+            Err(e) => {
+                self.depth.fetch_sub(1, Ordering::SeqCst);
+                match e {
+                    TrySendError::Full(_) => Err(WriteError::QueueFull),
+                    TrySendError::Disconnected(_) => Err(WriteError::Closed),
+                }
+            }
+        }
+    }
+
+    /// Queues a job and waits until it is committed.
+    pub async fn write(&self, records: Vec<Record>) -> Result<Vec<EventOutcome>, WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(records, Some(tx))?;
+        rx.await.map_err(|_| WriteError::Closed)?
+    }
+
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::SeqCst)
+    }
+}
+
+struct Pending {
+    records: Vec<Record>,
+    reply: Option<Reply>,
+}
+
+fn run_loop(
+    mut sink: EventSink,
+    rx: Receiver<Message>,
+    config: WriterConfig,
+    depth: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+) {
+    let mut stopping = false;
+    let mut batch: Vec<Pending> = Vec::with_capacity(config.batch_size);
+    while !stopping {
+        // Wait for the first job of the next batch.
+        match rx.recv() {
+            Ok(Message::Job { records, reply }) => batch.push(Pending { records, reply }),
+            Ok(Message::Shutdown) | Err(_) => break,
+        }
+        let deadline = Instant::now() + config.batch_interval;
+        while batch.len() < config.batch_size {
+            // Take what is already queued without waiting; wait only while the interval lasts.
+            let msg = match rx.try_recv() {
+                Ok(m) => m,
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    match rx.recv_timeout(deadline - now) {
+                        Ok(m) => m,
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            stopping = true;
+                            break;
+                        }
+                    }
+                }
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    stopping = true;
+                    break;
+                }
+            };
+            match msg {
+                Message::Job { records, reply } => batch.push(Pending { records, reply }),
+                Message::Shutdown => {
+                    stopping = true;
+                    break;
+                }
+            }
+        }
+        let n = batch.len();
+        commit(&mut sink, &mut batch, &metrics);
+        let left = depth.fetch_sub(n, Ordering::SeqCst) - n;
+        metrics.queue_depth.set(left as i64);
+    }
+    // Drain whatever is still queued (jobs submitted before `closed` was set).
+    while let Ok(msg) = rx.try_recv() {
+        if let Message::Job { records, reply } = msg {
+            batch.push(Pending { records, reply });
+            if batch.len() >= config.batch_size {
+                commit(&mut sink, &mut batch, &metrics);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        commit(&mut sink, &mut batch, &metrics);
+    }
+    tracing::debug!("writer stopped");
+}
+
+fn commit(sink: &mut EventSink, batch: &mut Vec<Pending>, metrics: &Metrics) {
+    if batch.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let jobs: Vec<&[Record]> = batch.iter().map(|p| p.records.as_slice()).collect();
+    let result = sink.write_batch(&jobs);
+    metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_size.observe(batch.len() as f64);
+    match result {
+        Ok(outcomes) => {
+            for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                for o in &outcome {
+                    match o {
+                        EventOutcome::Stored => metrics.events_accepted.inc(),
+                        EventOutcome::Duplicate => metrics.events_deduplicated.inc(),
+                    };
+                }
+                if let Some(reply) = pending.reply {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+        }
+        Err(e) => {
+            let err = if e.is_full() {
+                tracing::warn!("database full: batch of {} jobs refused", batch.len());
+                WriteError::StorageFull
+            } else {
+                log_store_error(&e);
+                WriteError::Failed
+            };
+            for pending in batch.drain(..) {
+                if let Some(reply) = pending.reply {
+                    let _ = reply.send(Err(err));
+                }
+            }
+        }
+    }
+}
+
+fn log_store_error(e: &StoreError) {
+    tracing::error!(error = %e, cause = ?std::error::Error::source(e), "batch write failed");
+}

@@ -1,0 +1,335 @@
+//! Shared test harness: starts the real server on 127.0.0.1:0 with a temporary data directory
+//! and offers a few helpers to set up users, projects, tokens and keys over the HTTP API.
+#![allow(dead_code)]
+
+use faultline::app::{self, Server};
+use faultline::config::Config;
+use serde_json::{json, Value};
+
+pub struct TestApp {
+    pub server: Server,
+    pub base: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server after `tweak` adjusted its configuration.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let server = app::spawn(config).await.expect("server starts");
+    let admin_token = server
+        .initial_admin_token
+        .clone()
+        .expect("first start creates an admin token");
+    let base = format!("http://{}", server.addr);
+    TestApp {
+        server,
+        base,
+        admin_token,
+        client: reqwest::Client::new(),
+        dir,
+    }
+}
+
+/// A user with a token, as created through the API.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub username: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Sends a request with a `PRIVATE-TOKEN` header and returns status and JSON body
+    /// (`Value::Null` for an empty body).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.header("PRIVATE-TOKEN", t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn create_user(&self, username: &str, admin: bool) -> TestUser {
+        let (s, u) = self
+            .call(
+                "POST",
+                "/api/v4/users",
+                Some(&self.admin_token),
+                Some(json!({"username": username, "name": username, "admin": admin})),
+            )
+            .await;
+        assert_eq!(s, 201, "create user: {u}");
+        let id = u["id"].as_i64().expect("user id");
+        let token = self.create_token(id, &["api"], None).await;
+        TestUser {
+            id,
+            username: username.to_owned(),
+            token,
+        }
+    }
+
+    pub async fn create_token(
+        &self,
+        user_id: i64,
+        scopes: &[&str],
+        expires_at: Option<&str>,
+    ) -> String {
+        let mut body = json!({"name": "test", "scopes": scopes});
+        if let Some(e) = expires_at {
+            body["expires_at"] = json!(e);
+        }
+        let (s, t) = self
+            .call(
+                "POST",
+                &format!("/api/v4/users/{user_id}/personal_access_tokens"),
+                Some(&self.admin_token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 201, "create token: {t}");
+        t["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Creates a project as the administrator in `namespace` and returns its JSON.
+    pub async fn create_project(&self, name: &str, namespace: &str) -> Value {
+        let (s, p) = self
+            .call(
+                "POST",
+                "/api/v4/projects",
+                Some(&self.admin_token),
+                Some(json!({"name": name, "namespace_path": namespace})),
+            )
+            .await;
+        assert_eq!(s, 201, "create project: {p}");
+        p
+    }
+
+    pub async fn add_member(&self, project_id: i64, user_id: i64, level: i64) {
+        let (s, m) = self
+            .call(
+                "POST",
+                &format!("/api/v4/projects/{project_id}/members"),
+                Some(&self.admin_token),
+                Some(json!({"user_id": user_id, "access_level": level})),
+            )
+            .await;
+        assert_eq!(s, 201, "add member: {m}");
+    }
+
+    /// Creates a project with integrated error tracking switched on and returns
+    /// (project id, first key's public key, its DSN).
+    pub async fn project_with_key(&self, name: &str) -> (i64, String, String) {
+        let p = self.create_project(name, "errors").await;
+        let id = p["id"].as_i64().expect("project id");
+        let (s, _) = self
+            .call(
+                "PUT",
+                &format!(
+                    "/api/v4/projects/{id}/error_tracking/settings?active=true&integrated=true"
+                ),
+                Some(&self.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        let (s, keys) = self
+            .call(
+                "GET",
+                &format!("/api/v4/projects/{id}/error_tracking/client_keys"),
+                Some(&self.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        let key = &keys[0];
+        (
+            id,
+            key["public_key"].as_str().expect("key").to_owned(),
+            key["sentry_dsn"].as_str().expect("dsn").to_owned(),
+        )
+    }
+}
+
+/// Starts a server on an existing data directory (a restart), after `tweak` adjusted its
+/// configuration. Unlike [`spawn_app_with`], it does not expect a new administrator token.
+pub async fn spawn_on_dir(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    app::spawn(config).await.expect("server starts")
+}
+
+/// How a request carries its personal access token.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    None,
+    /// `PRIVATE-TOKEN: <token>`
+    Private(&'a str),
+    /// `Authorization: Bearer <token>`
+    Bearer(&'a str),
+    /// `?private_token=<token>`
+    Query(&'a str),
+}
+
+/// A request body, with the content type it is sent as.
+#[derive(Debug, Clone)]
+pub enum Body {
+    None,
+    Json(Value),
+    /// `application/x-www-form-urlencoded`
+    Form(String),
+    /// Any bytes with any (or no) content type.
+    Raw(Option<&'static str>, Vec<u8>),
+}
+
+/// A response with everything a test may want to look at.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The JSON body, `Value::Null` when empty, a `Value::String` when not JSON.
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().expect("ASCII header"))
+    }
+}
+
+impl TestApp {
+    /// The full URL for `path_and_query`, parsed with `Url::parse`, which keeps `%2F` in the
+    /// path exactly as written.
+    pub fn parsed_url(&self, path_and_query: &str) -> reqwest::Url {
+        reqwest::Url::parse(&self.url(path_and_query)).expect("valid URL")
+    }
+
+    /// Sends any request and returns status, headers and JSON body.
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        auth: Auth<'_>,
+        body: Body,
+    ) -> Resp {
+        let mut target = path_and_query.to_owned();
+        if let Auth::Query(t) = auth {
+            let sep = if target.contains('?') { '&' } else { '?' };
+            target = format!("{target}{sep}private_token={t}");
+        }
+        let url = self.parsed_url(&target);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, url);
+        match auth {
+            Auth::Private(t) => req = req.header("PRIVATE-TOKEN", t),
+            Auth::Bearer(t) => req = req.header("Authorization", format!("Bearer {t}")),
+            Auth::None | Auth::Query(_) => {}
+        }
+        match body {
+            Body::None => {}
+            Body::Json(v) => req = req.json(&v),
+            Body::Form(s) => {
+                req = req
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(s)
+            }
+            Body::Raw(ct, bytes) => {
+                if let Some(ct) = ct {
+                    req = req.header("Content-Type", ct);
+                }
+                req = req.body(bytes)
+            }
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Creates a user with a token of the given scopes and, when `level` is given, makes them a
+    /// member of `project_id` at that access level.
+    pub async fn member(&self, username: &str, project_id: i64, level: Option<i64>) -> TestUser {
+        let user = self.create_user(username, false).await;
+        if let Some(level) = level {
+            self.add_member(project_id, user.id, level).await;
+        }
+        user
+    }
+
+    /// Creates a client key on `project_id` as the administrator and returns its JSON.
+    pub async fn create_key(&self, project_id: i64) -> Value {
+        let (s, k) = self
+            .call(
+                "POST",
+                &format!("/api/v4/projects/{project_id}/error_tracking/client_keys"),
+                Some(&self.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 201, "create key: {k}");
+        k
+    }
+
+    /// Every client key of `project_id` (first 100), as the administrator sees them.
+    pub async fn keys(&self, project_id: i64) -> Vec<Value> {
+        let (s, k) = self
+            .call(
+                "GET",
+                &format!("/api/v4/projects/{project_id}/error_tracking/client_keys?per_page=100"),
+                Some(&self.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "list keys: {k}");
+        k.as_array().expect("array").clone()
+    }
+}

@@ -1,0 +1,191 @@
+//! The real `sentry` crate as a client: an SDK configured with a key's DSN sends errors, messages
+//! and attachments, which must land in the database, grouped; a deleted key is refused at once.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{spawn_app, TestApp};
+use rusqlite::Connection;
+
+/// A hub with its own client, so parallel tests never share the global one.
+fn sdk(dsn: &str) -> (Arc<sentry::Hub>, Arc<sentry::Client>) {
+    let mut options = sentry::ClientOptions::default();
+    options.dsn = Some(dsn.parse().expect("dsn parses"));
+    options.release = Some("app@1.2.3".into());
+    options.environment = Some("test".into());
+    let options = sentry::apply_defaults(options);
+    let client = Arc::new(sentry::Client::from(options));
+    let hub = Arc::new(sentry::Hub::new(
+        Some(client.clone()),
+        Arc::new(sentry::Scope::default()),
+    ));
+    (hub, client)
+}
+
+fn db(app: &TestApp) -> Connection {
+    Connection::open(app.dir.path().join("faultline.db")).expect("open db")
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).expect("count query")
+}
+
+#[derive(Debug)]
+struct NotFound(u32);
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "user {} not found", self.0)
+    }
+}
+impl std::error::Error for NotFound {}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_errors_messages_and_attachments_are_stored_and_grouped() {
+    let app = spawn_app().await;
+    let (project_id, _key, dsn) = app.project_with_key("sdk").await;
+
+    let ids = tokio::task::spawn_blocking(move || {
+        let (hub, client) = sdk(&dsn);
+        let mut ids = Vec::new();
+        // The same error with different ids in its value: one group.
+        for n in [41, 42, 43] {
+            ids.push(hub.capture_error(&NotFound(n)));
+        }
+        // Messages with different numbers: one group of message events.
+        ids.push(hub.capture_message("cache miss for 1001 items", sentry::Level::Warning));
+        ids.push(hub.capture_message("cache miss for 2002 items", sentry::Level::Warning));
+        // An event with an attachment.
+        ids.push(hub.with_scope(
+            |scope| {
+                scope.add_attachment(sentry::protocol::Attachment {
+                    buffer: b"log line 1\nlog line 2\n".to_vec(),
+                    filename: "app.log".into(),
+                    content_type: Some("text/plain".into()),
+                    ..Default::default()
+                })
+            },
+            || hub.capture_message("with attachment", sentry::Level::Error),
+        ));
+        assert!(client.flush(Some(Duration::from_secs(10))), "SDK flushed");
+        ids
+    })
+    .await
+    .expect("sdk thread");
+
+    let conn = db(&app);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 6);
+    for id in &ids {
+        let n: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE event_id = ?1 AND project_id = ?2",
+                rusqlite::params![id.simple().to_string(), project_id],
+                |r| r.get(0),
+            )
+            .expect("query");
+        assert_eq!(n, 1, "event {id} stored once");
+    }
+    // Three groups: the error, the cache-miss message, the attachment message.
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM errors"), 3);
+    let (name, events, env, release): (String, i64, String, String) = conn
+        .query_row(
+            "SELECT e.name, e.event_count, ev.environment, ev.release FROM errors e
+             JOIN events ev ON ev.error_id = e.id
+             WHERE e.event_count = 3 LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .expect("error group");
+    assert_eq!(events, 3);
+    assert!(
+        name.contains("NotFound"),
+        "error name is the exception type: {name}"
+    );
+    assert_eq!(env, "test");
+    assert_eq!(release, "app@1.2.3");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM events WHERE is_message = 1"),
+        3
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM errors WHERE event_count = 2 AND name LIKE 'cache miss%'"
+        ),
+        1
+    );
+    let (filename, data): (String, Vec<u8>) = conn
+        .query_row("SELECT filename, data FROM attachments", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("attachment stored");
+    assert_eq!(filename, "app.log");
+    assert_eq!(data, b"log line 1\nlog line 2\n");
+    let att_event: String = conn
+        .query_row("SELECT event_id FROM attachments", [], |r| r.get(0))
+        .expect("attachment event");
+    assert_eq!(att_event, ids[5].simple().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_key_is_refused_on_the_next_event() {
+    let app = spawn_app().await;
+    let (project_id, key, dsn) = app.project_with_key("revoked").await;
+
+    let send = |dsn: String, msg: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let (hub, client) = sdk(&dsn);
+            hub.capture_message(msg, sentry::Level::Info);
+            client.flush(Some(Duration::from_secs(10)));
+        })
+    };
+    send(dsn.clone(), "before delete").await.expect("send");
+    let conn = db(&app);
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 1);
+
+    // Find the key's id and delete it through the management API.
+    let (_, keys) = app
+        .call(
+            "GET",
+            &format!("/api/v4/projects/{project_id}/error_tracking/client_keys"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    let key_id = keys
+        .as_array()
+        .and_then(|a| a.iter().find(|k| k["public_key"] == key.as_str()))
+        .and_then(|k| k["id"].as_i64())
+        .expect("key listed");
+    let (status, _) = app
+        .call(
+            "DELETE",
+            &format!("/api/v4/projects/{project_id}/error_tracking/client_keys/{key_id}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    send(dsn.clone(), "after delete").await.expect("send");
+    assert_eq!(
+        count(&conn, "SELECT COUNT(*) FROM events"),
+        1,
+        "event after delete refused"
+    );
+
+    // The raw endpoint says why.
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/{project_id}/store/")))
+        .header(
+            "X-Sentry-Auth",
+            format!("Sentry sentry_key={key}, sentry_version=7"),
+        )
+        .body(r#"{"message":"x"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 401);
+}
