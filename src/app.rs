@@ -16,6 +16,7 @@ use crate::domain::keycache::KeyCache;
 use crate::domain::ratelimit::RateLimiter;
 use crate::domain::tokens;
 use crate::http::ingest::IngestSettings;
+use crate::http::serve::{serve, ServeConfig};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::store::ingest::EventSink;
@@ -112,30 +113,20 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
         }),
     };
     let router = http::router(state.clone());
-    let (tx, mut rx) = watch::channel(false);
-    let shutdown_timeout = std::time::Duration::from_secs(config.http.shutdown_timeout_secs);
-    let mut stopped = tx.subscribe();
+    let (tx, rx) = watch::channel(false);
+    let serve_config = ServeConfig {
+        header_timeout: std::time::Duration::from_secs(config.http.header_timeout_secs),
+        max_connections: config.http.max_connections,
+        shutdown_timeout: std::time::Duration::from_secs(config.http.shutdown_timeout_secs),
+    };
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        });
-        // In-flight requests get the shutdown timeout to finish; the writer then drains what
-        // they queued, so every event that was answered 200 is committed before exit.
-        let deadline = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-            tokio::time::sleep(shutdown_timeout).await;
-        };
-        let result = tokio::select! {
-            r = async move { serve.await } => r.context("serving HTTP"),
-            _ = deadline => {
-                tracing::warn!("shutdown timeout reached with requests still in flight");
-                Ok(())
-            }
-        };
+        serve(listener, router, serve_config, rx).await;
+        // Every request that was answered has had its records committed (or, in queued mode,
+        // queued); the writer now drains the queue before the process may exit.
         tokio::task::spawn_blocking(move || writer.shutdown())
             .await
             .context("writer shutdown")?;
-        result
+        Ok(())
     });
     tracing::info!(%addr, external_url = %state.external_url, "faultline listening on {addr}");
     Ok(Server {

@@ -99,6 +99,10 @@ pub struct Params {
 /// Largest management request body; these are a few parameters at most.
 const MAX_PARAMS_BODY: usize = 64 * 1024;
 
+/// A few parameters arrive in one packet; a client dribbling them for longer is holding a
+/// connection hostage.
+const PARAMS_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl<S: Send + Sync> FromRequest<S> for Params {
     type Rejection = Response;
 
@@ -121,12 +125,17 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .unwrap_or("")
             .to_ascii_lowercase();
         let mut body_error = None;
-        match axum::body::to_bytes(req.into_body(), MAX_PARAMS_BODY).await {
-            Ok(body) if !body.is_empty() => {
+        let read = tokio::time::timeout(
+            PARAMS_BODY_TIMEOUT,
+            axum::body::to_bytes(req.into_body(), MAX_PARAMS_BODY),
+        );
+        match read.await {
+            Ok(Ok(body)) if !body.is_empty() => {
                 merge_body(&mut values, &content_type, &body, &mut body_error)
             }
-            Ok(_) => {}
-            Err(_) => body_error = Some("request body too large".into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => body_error = Some("request body too large".into()),
+            Err(_) => body_error = Some("timed out reading the request body".into()),
         }
         let _ = state;
         Ok(Params {

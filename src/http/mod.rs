@@ -6,6 +6,7 @@ pub mod client_keys;
 pub mod health;
 pub mod identity;
 pub mod ingest;
+pub mod serve;
 pub mod settings;
 
 use std::sync::Arc;
