@@ -84,10 +84,50 @@ pub enum EventError {
     Json(#[source] serde_json::Error),
     #[error("event payload is not a json object")]
     NotAnObject,
+    #[error("event payload nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// Deepest nesting of arrays and objects an event may have. Real SDK events stay far below this
+/// (serde_json's own limit is 128); parts we skip while extracting would otherwise be stored
+/// unchecked, and every later reader of the payload would trip over them.
+pub const MAX_DEPTH: usize = 128;
+
+/// Scans the raw bytes once, outside strings, for the deepest nesting.
+fn nesting_exceeds(payload: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in payload {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Reads an event payload (one JSON object) into its summary.
 pub fn extract(payload: &[u8]) -> Result<EventSummary, EventError> {
+    if nesting_exceeds(payload, MAX_DEPTH) {
+        return Err(EventError::TooDeep);
+    }
     match serde_json::from_slice::<Obj<RawEvent<'_>>>(payload) {
         Ok(event) => event
             .0
@@ -1541,5 +1581,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let deep = format!("{{\"extra\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(matches!(extract(deep.as_bytes()), Err(EventError::TooDeep)));
+        // Brackets inside strings do not count.
+        let quoted = format!("{{\"message\":\"{}\"}}", "[".repeat(500));
+        assert!(extract(quoted.as_bytes()).is_ok());
+        let escaped = format!("{{\"message\":\"\\\"{}\"}}", "{".repeat(500));
+        assert!(extract(escaped.as_bytes()).is_ok());
     }
 }
