@@ -1,0 +1,114 @@
+//! Secrets never reach the logs: with every module logging at TRACE, a run of management and
+//! ingestion requests (good and refused, tokens and keys in headers and query strings) leaves no
+//! token or key in the output.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::spawn_app;
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_keys_never_appear_in_logs() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("trace")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+
+    let app = spawn_app().await;
+    let (project, key, _) = app.project_with_key("secret").await;
+    let user = app.create_user("eve", false).await;
+
+    // Management calls: good token, bad token, token in the query string.
+    app.call("GET", "/api/v4/user", Some(&user.token), None)
+        .await;
+    app.call(
+        "GET",
+        "/api/v4/user",
+        Some("glpat-not-a-real-token-0000"),
+        None,
+    )
+    .await;
+    app.client
+        .get(app.url(&format!("/api/v4/user?private_token={}", app.admin_token)))
+        .send()
+        .await
+        .expect("query token");
+
+    // Ingestion: key in the header, in the query, refused after deletion.
+    let body = "{}\n{\"type\":\"event\"}\n{\"message\":\"hi\"}\n";
+    for url in [
+        format!("/api/{project}/envelope/"),
+        format!("/api/{project}/envelope/?sentry_key={key}&sentry_version=7"),
+    ] {
+        app.client
+            .post(app.url(&url))
+            .header(
+                "X-Sentry-Auth",
+                format!("Sentry sentry_key={key}, sentry_version=7"),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("ingest");
+    }
+    let (_, keys) = app
+        .call(
+            "GET",
+            &format!("/api/v4/projects/{project}/error_tracking/client_keys"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    let key_id = keys[0]["id"].as_i64().expect("key id");
+    app.call(
+        "DELETE",
+        &format!("/api/v4/projects/{project}/error_tracking/client_keys/{key_id}"),
+        Some(&app.admin_token),
+        None,
+    )
+    .await;
+    app.client
+        .post(app.url(&format!("/api/{project}/envelope/")))
+        .header(
+            "X-Sentry-Auth",
+            format!("Sentry sentry_key={key}, sentry_version=7"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("ingest");
+
+    let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf-8 logs");
+    assert!(
+        logs.contains("request"),
+        "the capture works: request lines were logged"
+    );
+    for secret in [
+        app.admin_token.as_str(),
+        user.token.as_str(),
+        key.as_str(),
+        "glpat-not-a-real-token-0000",
+    ] {
+        assert!(!logs.contains(secret), "a secret leaked into the logs");
+    }
+    // The 32 hex characters of a key are as secret as the whole key.
+    assert!(!logs.contains(&key[5..]));
+}
