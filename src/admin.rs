@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::app::open_store;
 use crate::config::Config;
 use crate::domain::tokens;
+use crate::http::identity::{path_from_name, valid_segment};
 use crate::store::{AccessLevel, NewProject, NewToken, NewUser, Store};
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +83,9 @@ pub async fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
             email,
             admin,
         } => {
+            if !valid_segment(&username) {
+                bail!("username {username:?} is not valid: use letters, digits, '_', '-' and '.'");
+            }
             let u = store
                 .create_user(NewUser {
                     name: name.unwrap_or_else(|| username.clone()),
@@ -102,12 +106,23 @@ pub async fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 .user_by_username(&owner)
                 .await?
                 .context("no such owner")?;
-            let path = path.unwrap_or_else(|| name.to_lowercase().replace(' ', "-"));
+            // The same derivation and checks as `POST /api/v4/projects`, so that a project made
+            // here can be addressed by the API (an invalid path could never be URL-matched).
+            let path = path.unwrap_or_else(|| path_from_name(&name));
+            if !valid_segment(&path) {
+                bail!("path {path:?} is not valid: use letters, digits, '_', '-' and '.', not starting or ending with '-' or '.'");
+            }
+            let namespace = namespace
+                .map(|n| n.trim_matches('/').to_owned())
+                .unwrap_or_else(|| owner.username.clone());
+            if !namespace.split('/').all(valid_segment) {
+                bail!("namespace {namespace:?} is not valid");
+            }
             let p = store
                 .create_project(NewProject {
                     name,
                     path,
-                    namespace_path: namespace.unwrap_or_else(|| owner.username.clone()),
+                    namespace_path: namespace,
                     owner_id: owner.id,
                 })
                 .await?;

@@ -157,9 +157,9 @@ fn merge_body(
     if content_type.starts_with("application/json") {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(m)) => values.extend(m),
-            Ok(_) | Err(_) => {
-                *err = Some("The provided content-type 'application/json' is not supported".into())
-            }
+            // Grape's wording for a body that does not parse as its declared type. (The
+            // content type itself is supported, so saying otherwise would send users astray.)
+            Ok(_) | Err(_) => *err = Some("message body does not match declared format".into()),
         }
     } else if content_type.starts_with("application/x-www-form-urlencoded")
         || content_type.is_empty()

@@ -70,8 +70,8 @@ pub fn token_json(t: &PersonalAccessToken, secret: Option<&str>) -> Value {
 }
 
 /// A path segment as GitLab allows it: letters, digits, `_`, `-`, `.`, not starting or ending
-/// with a separator.
-fn valid_segment(s: &str) -> bool {
+/// with a separator. Also used by the offline `admin` commands, so both ways in agree.
+pub fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
@@ -80,7 +80,7 @@ fn valid_segment(s: &str) -> bool {
 }
 
 /// Derives a path from a project name: lower-case, runs of other characters become `-`.
-fn path_from_name(name: &str) -> String {
+pub fn path_from_name(name: &str) -> String {
     let mut out = String::new();
     for c in name.trim().chars() {
         if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
