@@ -62,8 +62,6 @@ def main():
         # Mark this script's frames in-app whatever the working directory: grouping uses in-app
         # frames, which is what keeps the two ValueErrors with different ids together.
         in_app_include=["__main__"],
-        default_integrations=False,
-        auto_enabling_integrations=False,
     )
     transport = sentry_sdk.get_client().transport
     compression = getattr(transport, "_compression_algo", None)

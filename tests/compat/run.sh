@@ -83,7 +83,7 @@ venv raven raven==6.10.0
 "$cache/sdk-br/bin/python" -c 'import sentry_sdk, brotli; print("compat: sentry-sdk", sentry_sdk.VERSION, "with brotli", brotli.__version__)' >&2
 "$cache/sdk-gzip/bin/python" -c 'import sentry_sdk; print("compat: sentry-sdk", sentry_sdk.VERSION, "without brotli")' >&2
 "$cache/raven/bin/python" -c 'import raven; print("compat: raven", raven.VERSION)' >&2
-log "@sentry/node $(node -p 'require("./tests/compat/node/node_modules/@sentry/node/package.json").version') on node $(node --version)"
+log "@sentry/node $(node -p "require('$here/node/node_modules/@sentry/node/package.json').version") on node $(node --version)"
 
 # --- server ------------------------------------------------------------------------------------
 token="glpat-compat$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
@@ -135,12 +135,23 @@ project() {
 manifest="$work/manifest"
 : >"$manifest"
 run_client() {
-    local name=$1 id dsn proxied rc=0
+    local name=$1 out id dsn proxied rc=0
     shift
-    read -r id dsn <<<"$(project "$name")"
+    # A client whose project cannot be set up is recorded as failed (exit code 99), and the
+    # others still run.
+    if ! out="$(project "$name")"; then
+        log "$name: creating its project through the API failed"
+        echo "$name 0 99 $work/$name.json" >>"$manifest"
+        return
+    fi
+    read -r id dsn <<<"$out"
     case "$dsn" in
         "http://"*"@127.0.0.1:$port/errortracking/api/v1/projects/$id") ;;
-        *) log "$name: unexpected DSN $dsn"; echo "$name $id 99 $work/$name.json" >>"$manifest"; return ;;
+        *)
+            log "$name: the API gave DSN '$dsn', not one for 127.0.0.1:$port and project $id"
+            echo "$name ${id:-0} 99 $work/$name.json" >>"$manifest"
+            return
+            ;;
     esac
     proxied="${dsn/@127.0.0.1:$port\//@127.0.0.1:$proxy_port/}"
     log "$name: project $id, DSN $proxied"

@@ -4,7 +4,7 @@
 //
 // The Node SDK authenticates with `?sentry_key=...&sentry_version=7` on the URL (no auth header),
 // streams the body with chunked transfer encoding, sends no Content-Type, omits envelope `length`s
-// and the final newline, and gzips only bodies over 32 KiB. The message event carries a large
+// and the final newline, and gzips only bodies over 32 KiB. The second exception carries a large
 // `extra` so that one request of this client takes that gzip path.
 //
 // Exits 1 when any envelope got a non-2xx answer, no answer, or the SDK could not flush.
@@ -63,20 +63,20 @@ for (let i = 0; i < 2; i++) {
     repeated.push(Sentry.captureException(e));
   }
 }
-let other;
-try {
-  allocateRows(-1);
-} catch (e) {
-  other = Sentry.captureException(e);
-}
-// Enough varied text to push the envelope past the SDK's 32 KiB gzip threshold (900 rows: the
+// Enough varied text to push this envelope past the SDK's 32 KiB gzip threshold (900 rows: the
 // SDK's normalisation keeps at most 1000 entries of an array).
 const rows = Array.from(
   { length: 900 },
   (_, i) => `row ${i}: checksum ${(i * 2654435761) % 4294967296}, shard ${i % 16}, status ok, warnings 0`,
 );
+let other;
+try {
+  allocateRows(-1);
+} catch (e) {
+  other = Sentry.captureException(e, { extra: { rows } });
+}
 const messageText = 'compat node: nightly report finished with 3 warnings';
-const message = Sentry.captureMessage(messageText, { level: 'warning', extra: { rows } });
+const message = Sentry.captureMessage(messageText, 'warning');
 
 const flushed = await Sentry.close(10000);
 if (!flushed) failures.push('Sentry.close timed out before every event was sent');
