@@ -47,7 +47,11 @@ enum Message {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: SyncSender<Message>,
+    /// Jobs submitted and not yet committed: those in the channel plus the batch the writer is
+    /// filling or committing.
     depth: Arc<AtomicUsize>,
+    /// Most jobs `depth` may reach; see [`WriterHandle::submit`].
+    capacity: usize,
     closed: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
@@ -78,6 +82,7 @@ impl Writer {
         let handle = WriterHandle {
             tx,
             depth: depth.clone(),
+            capacity: config.queue_capacity,
             closed: Arc::new(AtomicBool::new(false)),
             metrics: metrics.clone(),
         };
@@ -115,6 +120,14 @@ impl WriterHandle {
         }
         // Counted before sending so the writer's decrement can never run first.
         let depth = self.depth.fetch_add(1, Ordering::SeqCst) + 1;
+        // The capacity bounds every job not yet committed, not only those still in the channel:
+        // the writer empties the channel into its batch as jobs arrive, so the channel alone
+        // would let `capacity + batch_size` jobs pile up in memory and would almost never
+        // report a full queue while a slow commit holds everything back.
+        if depth > self.capacity {
+            self.depth.fetch_sub(1, Ordering::SeqCst);
+            return Err(WriteError::QueueFull);
+        }
         match self.tx.try_send(Message::Job { records, reply }) {
             Ok(()) => {
                 self.metrics.queue_depth.set(depth as i64);
@@ -258,4 +271,60 @@ fn commit(sink: &mut EventSink, batch: &mut Vec<Pending>, metrics: &Metrics) {
 
 fn log_store_error(e: &StoreError) {
     tracing::error!(error = %e, cause = ?std::error::Error::source(e), "batch write failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteOptions;
+    use crate::store::SqliteStore;
+
+    /// A writer on a fresh database whose batches stay open for an hour, so that nothing
+    /// commits before [`Writer::shutdown`] and the queue's fill level is known exactly.
+    fn held_writer(dir: &tempfile::TempDir, queue_capacity: usize) -> Writer {
+        let store = SqliteStore::open_with(SqliteOptions {
+            path: dir.path().join("writer.db"),
+            synchronous: Default::default(),
+            max_page_count: None,
+        })
+        .expect("database opens and migrates");
+        let sink = EventSink::open(store.options()).expect("sink opens");
+        let config = WriterConfig {
+            queue_capacity,
+            batch_size: 1000,
+            batch_interval: Duration::from_secs(3600),
+        };
+        Writer::start(sink, config, Arc::new(Metrics::new())).expect("writer starts")
+    }
+
+    #[test]
+    fn full_queue_is_refused_at_once_and_queued_jobs_still_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let writer = held_writer(&dir, 2);
+        let handle = writer.handle();
+        let mut replies = Vec::new();
+        for _ in 0..2 {
+            let (tx, rx) = oneshot::channel();
+            handle
+                .submit(Vec::new(), Some(tx))
+                .expect("room in the queue");
+            replies.push(rx);
+        }
+        // The writer has taken both jobs into its open batch; they still count against the
+        // capacity until they are committed.
+        let (tx, mut refused) = oneshot::channel();
+        assert_eq!(
+            handle.submit(Vec::new(), Some(tx)),
+            Err(WriteError::QueueFull)
+        );
+        assert_eq!(handle.depth(), 2);
+        assert!(refused.try_recv().is_err(), "a refused job gets no reply");
+
+        writer.shutdown();
+        for rx in replies {
+            assert_eq!(rx.blocking_recv().expect("reply sent"), Ok(Vec::new()));
+        }
+        assert_eq!(handle.depth(), 0);
+        assert_eq!(handle.submit(Vec::new(), None), Err(WriteError::Closed));
+    }
 }

@@ -175,7 +175,7 @@ async fn deleted_key_is_refused_on_the_next_event() {
         "event after delete refused"
     );
 
-    // The raw endpoint says why.
+    // The raw endpoint says why: a deleted key is refused like a disabled one.
     let resp = app
         .client
         .post(app.url(&format!("/api/{project_id}/store/")))
@@ -187,5 +187,5 @@ async fn deleted_key_is_refused_on_the_next_event() {
         .send()
         .await
         .expect("send");
-    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.status(), 403);
 }

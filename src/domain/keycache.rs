@@ -71,9 +71,16 @@ impl KeyCache {
         }
     }
 
+    /// Forgets a deleted key's permission but keeps it as an inactive entry, so that events
+    /// still sent with it are refused as a disabled key (403, as Sentry and behaviour.md answer
+    /// for a deleted key) rather than as one never issued (401). The entry lives until the next
+    /// start, which loads only the keys still in the database; it costs one small entry per key
+    /// deleted since then.
     pub fn remove_key(&self, public_key: &str) {
         if let Some(bytes) = parse_public_key(public_key) {
-            self.keys.remove(&bytes);
+            if let Some(mut entry) = self.keys.get_mut(&bytes) {
+                entry.active = false;
+            }
         }
     }
 
@@ -180,7 +187,13 @@ mod tests {
         });
         assert_eq!(c.check(K2, 7), KeyDecision::SettingMissing);
         c.remove_key(K1);
-        assert_eq!(c.check(K1, 5), KeyDecision::Unknown);
-        assert_eq!(c.key_count(), 1);
+        assert_eq!(c.check(K1, 5), KeyDecision::Inactive);
+        // Removing a key never seen adds nothing.
+        c.remove_key("glet_00000000000000000000000000000000");
+        assert_eq!(
+            c.check("glet_00000000000000000000000000000000", 5),
+            KeyDecision::Unknown
+        );
+        assert_eq!(c.key_count(), 2);
     }
 }
