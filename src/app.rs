@@ -96,6 +96,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     )
     .context("starting the writer thread")?;
 
+    let retention_store = store.clone();
     let state = AppState {
         store: Arc::new(store),
         keys: Arc::new(cache),
@@ -114,6 +115,13 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     };
     let router = http::router(state.clone());
     let (tx, rx) = watch::channel(false);
+    // Deletes data older than `retention.days` in the background; stops with the server.
+    crate::retention::spawn(
+        retention_store,
+        config.retention.clone(),
+        state.metrics.clone(),
+        tx.subscribe(),
+    );
     let serve_config = ServeConfig {
         header_timeout: std::time::Duration::from_secs(config.http.header_timeout_secs),
         max_connections: config.http.max_connections,

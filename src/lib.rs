@@ -9,5 +9,6 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
+pub mod retention;
 pub mod store;
 pub mod writer;

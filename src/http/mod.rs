@@ -6,6 +6,7 @@ pub mod client_keys;
 pub mod health;
 pub mod identity;
 pub mod ingest;
+pub mod read;
 pub mod serve;
 pub mod settings;
 
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .merge(ingest::routes())
+        .merge(read::routes())
         .nest("/api/v4", v4)
         .route("/-/health", get(health::health))
         .route("/-/readiness", get(health::readiness))

@@ -4,12 +4,15 @@
 //! [`crate::writer`] but its transaction body is here too ([`sqlite::EventSink`]).
 
 pub mod ingest;
+pub mod read;
+pub mod retention;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+pub use read::ReadStore;
 pub use sqlite::SqliteStore;
 
 /// Failures of the storage layer. Nothing here knows about HTTP; the HTTP layer maps these to a
@@ -177,9 +180,10 @@ pub struct Page<T> {
 }
 
 /// The management side of the store. Every method is a short transaction; ingestion does not go
-/// through this trait (see [`crate::writer`]).
+/// through this trait (see [`crate::writer`]). The read API's queries come from the [`ReadStore`]
+/// supertrait ([`read`]).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ReadStore + Send + Sync + 'static {
     /// Cheap query proving the database answers; used by `/-/readiness`.
     async fn ping(&self) -> StoreResult<()>;
 

@@ -290,7 +290,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` with a pooled connection on a blocking thread.
-    async fn run<T, F>(&self, f: F) -> StoreResult<T>
+    pub(crate) async fn run<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,

@@ -1,0 +1,505 @@
+//! The read API under `/errortracking/api/v1` (behaviour.md part C): list and inspect errors,
+//! change their status, list an error's events and the project's message events. Parameters are
+//! checked here and the queries are `store::read`'s; this file also owns the opaque cursor format.
+//!
+//! Choices this API makes where GitLab's leaves room:
+//! - `limit` outside 1–100 is refused with `400 {"error":"limit does not have a valid value"}`
+//!   (Grape's wording for a value outside its range) rather than silently clamped, so a client
+//!   never believes it received more per page than it did; a non-integer is `limit is invalid`.
+//! - A cursor is base64url (no padding) of `<list>:<sort key>:<row id>`. It only says where the
+//!   previous page ended, so it stays valid however long it is kept; one made for another list
+//!   or sort order, or anything that does not decode, is `400 {"error":"cursor is invalid"}`.
+//! - Ordering guarantees while events keep arriving (every list pages strictly downwards from
+//!   the cursor, ties broken by row id): `last_seen_at` and `event_count` only ever grow, so an
+//!   error that changes moves towards the first page, behind the cursor: it is never returned
+//!   twice, and one that overtakes the cursor is skipped by this walk (the first page shows it).
+//!   `first_seen_at` never changes for events that arrive in time order, so `first_seen_desc`
+//!   is stable; only an event whose SDK timestamp is older than the error's first sighting can
+//!   move that error down, and only then can it show up again on a later page.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use super::api::{authenticate, project_for, ApiError, ApiResult, Params};
+use super::AppState;
+use crate::store::read::{
+    ErrorQuery, ErrorSort, ErrorStatus, EventQuery, EventSort, Keyset, MessageQuery, StoredEvent,
+    StoredMessage, TrackedError,
+};
+use crate::store::AccessLevel;
+
+const BASE: &str = "/errortracking/api/v1/projects/{id}";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(&format!("{BASE}/errors"), get(list_errors))
+        .route(
+            &format!("{BASE}/errors/{{fingerprint}}"),
+            get(show_error).put(update_error),
+        )
+        .route(
+            &format!("{BASE}/errors/{{fingerprint}}/events"),
+            get(list_events),
+        )
+        .route(&format!("{BASE}/messages"), get(list_messages))
+}
+
+async fn list_errors(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let caller = authenticate(&state, &params).await?;
+    let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
+    let args = ErrorListArgs::parse(&params)?;
+    let page = state.store.list_errors(args.query(project.id)).await?;
+    let link = page.next.map(|k| args.next_link(&state, &params, k));
+    Ok(paged(page.items.iter().map(error_json).collect(), link))
+}
+
+async fn show_error(
+    State(state): State<AppState>,
+    Path((id, fingerprint)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let caller = authenticate(&state, &params).await?;
+    let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
+    let fingerprint = parse_fingerprint(&fingerprint)?;
+    let error = state.store.error(project.id, fingerprint).await?;
+    Ok(Json(error_json(&error.ok_or(UNKNOWN_ERROR)?)))
+}
+
+async fn update_error(
+    State(state): State<AppState>,
+    Path((id, fingerprint)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let caller = authenticate(&state, &params).await?;
+    let project = project_for(&state, &caller, &id, AccessLevel::DEVELOPER).await?;
+    params.check_body()?;
+    let fingerprint = parse_fingerprint(&fingerprint)?;
+    let status = match params.string("status") {
+        None => return Err(ApiError::BadParams("status is missing".into())),
+        Some(s) => ErrorStatus::parse(&s).ok_or_else(|| invalid_value("status"))?,
+    };
+    let error = state
+        .store
+        .set_error_status(project.id, fingerprint, status)
+        .await?;
+    Ok(Json(error_json(&error.ok_or(UNKNOWN_ERROR)?)))
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    Path((id, fingerprint)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    let caller = authenticate(&state, &params).await?;
+    let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
+    let fingerprint = parse_fingerprint(&fingerprint)?;
+    let args = EventListArgs::parse(&params)?;
+    let query = EventQuery {
+        project_id: project.id,
+        fingerprint,
+        sort: args.sort,
+        limit: args.limit,
+        after: args.after,
+    };
+    let page = state
+        .store
+        .list_error_events(query)
+        .await?
+        .ok_or(UNKNOWN_ERROR)?;
+    let link = page.next.map(|k| args.next_link(&state, &params, k));
+    Ok(paged(page.items.iter().map(event_json).collect(), link))
+}
+
+async fn list_messages(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let caller = authenticate(&state, &params).await?;
+    let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
+    let mut p = Problems::default();
+    let limit = p.or(parse_limit(&params), DEFAULT_LIMIT);
+    let after = p.or(parse_cursor(&params, CursorKind::Messages), None);
+    p.check()?;
+    let query = MessageQuery {
+        project_id: project.id,
+        limit,
+        after,
+    };
+    let page = state.store.list_messages(query).await?;
+    let link = page.next.map(|k| {
+        let cursor = cursor::encode(CursorKind::Messages, k);
+        next_link(&state, &params, &[("limit", limit.to_string())], &cursor)
+    });
+    Ok(paged(page.items.iter().map(message_json).collect(), link))
+}
+
+/// An unknown fingerprint, worded as GitLab's generic 404.
+const UNKNOWN_ERROR: ApiError = ApiError::NotFound("404 Not Found");
+
+fn parse_fingerprint(raw: &str) -> ApiResult<i64> {
+    raw.parse()
+        .map_err(|_| ApiError::BadParams("fingerprint is invalid".into()))
+}
+
+fn invalid_value(name: &str) -> ApiError {
+    ApiError::BadParams(format!("{name} does not have a valid value"))
+}
+
+/// Default and bounds of `limit`, from behaviour.md C.
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+fn parse_limit(params: &Params) -> Result<u32, String> {
+    match params.int("limit") {
+        Err(_) => Err("limit is invalid".into()),
+        Ok(None) => Ok(DEFAULT_LIMIT),
+        Ok(Some(n)) if (1..=i64::from(MAX_LIMIT)).contains(&n) => Ok(n as u32),
+        Ok(Some(_)) => Err("limit does not have a valid value".into()),
+    }
+}
+
+fn parse_cursor(params: &Params, kind: CursorKind) -> Result<Option<Keyset>, String> {
+    match params.string("cursor").filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) => cursor::decode(kind, &c)
+            .map(Some)
+            .ok_or_else(|| "cursor is invalid".into()),
+    }
+}
+
+/// Collects every parameter problem so that they are reported at once, joined by `, ` as
+/// GitLab does.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    /// The parsed value, or `fallback` after noting the problem; the fallback is never used
+    /// because [`Problems::check`] then fails.
+    fn or<T>(&mut self, r: Result<T, String>, fallback: T) -> T {
+        r.unwrap_or_else(|e| {
+            self.0.push(e);
+            fallback
+        })
+    }
+
+    fn check(self) -> ApiResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::BadParams(self.0.join(", ")))
+        }
+    }
+}
+
+fn parse_choice<T>(
+    params: &Params,
+    name: &str,
+    default: T,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, String> {
+    match params.string(name) {
+        None => Ok(default),
+        Some(s) => parse(&s).ok_or_else(|| format!("{name} does not have a valid value")),
+    }
+}
+
+/// The validated parameters of `GET .../errors`.
+struct ErrorListArgs {
+    status: ErrorStatus,
+    sort: ErrorSort,
+    text: Option<String>,
+    limit: u32,
+    after: Option<Keyset>,
+}
+
+impl ErrorListArgs {
+    fn parse(params: &Params) -> ApiResult<ErrorListArgs> {
+        let mut p = Problems::default();
+        let status = p.or(
+            parse_choice(
+                params,
+                "status",
+                ErrorStatus::Unresolved,
+                ErrorStatus::parse,
+            ),
+            ErrorStatus::Unresolved,
+        );
+        let sort = parse_choice(params, "sort", ErrorSort::LastSeenDesc, parse_error_sort);
+        // A cursor belongs to one sort order, so it is checked only once the sort is known.
+        let after = match &sort {
+            Ok(s) => parse_cursor(params, CursorKind::Errors(*s)),
+            Err(_) => Ok(None),
+        };
+        let sort = p.or(sort, ErrorSort::LastSeenDesc);
+        let limit = p.or(parse_limit(params), DEFAULT_LIMIT);
+        let after = p.or(after, None);
+        p.check()?;
+        Ok(ErrorListArgs {
+            status,
+            sort,
+            text: params.string("query").filter(|q| !q.trim().is_empty()),
+            limit,
+            after,
+        })
+    }
+
+    fn query(&self, project_id: i64) -> ErrorQuery {
+        ErrorQuery {
+            project_id,
+            status: self.status,
+            sort: self.sort,
+            text: self.text.clone(),
+            limit: self.limit,
+            after: self.after,
+        }
+    }
+
+    fn next_link(&self, state: &AppState, params: &Params, next: Keyset) -> String {
+        let mut pairs = vec![
+            ("status", self.status.as_str().to_owned()),
+            ("sort", error_sort_name(self.sort).to_owned()),
+            ("limit", self.limit.to_string()),
+        ];
+        if let Some(q) = &self.text {
+            pairs.push(("query", q.clone()));
+        }
+        let cursor = cursor::encode(CursorKind::Errors(self.sort), next);
+        next_link(state, params, &pairs, &cursor)
+    }
+}
+
+fn parse_error_sort(s: &str) -> Option<ErrorSort> {
+    match s {
+        "last_seen_desc" => Some(ErrorSort::LastSeenDesc),
+        "first_seen_desc" => Some(ErrorSort::FirstSeenDesc),
+        "frequency_desc" => Some(ErrorSort::FrequencyDesc),
+        _ => None,
+    }
+}
+
+fn error_sort_name(s: ErrorSort) -> &'static str {
+    match s {
+        ErrorSort::LastSeenDesc => "last_seen_desc",
+        ErrorSort::FirstSeenDesc => "first_seen_desc",
+        ErrorSort::FrequencyDesc => "frequency_desc",
+    }
+}
+
+/// The validated parameters of `GET .../errors/:fingerprint/events`.
+struct EventListArgs {
+    sort: EventSort,
+    limit: u32,
+    after: Option<Keyset>,
+}
+
+impl EventListArgs {
+    fn parse(params: &Params) -> ApiResult<EventListArgs> {
+        let mut p = Problems::default();
+        let sort = parse_choice(params, "sort", EventSort::OccurredAtAsc, |s| match s {
+            "occurred_at_asc" => Some(EventSort::OccurredAtAsc),
+            "occurred_at_desc" => Some(EventSort::OccurredAtDesc),
+            _ => None,
+        });
+        let after = match &sort {
+            Ok(s) => parse_cursor(params, CursorKind::Events(*s)),
+            Err(_) => Ok(None),
+        };
+        let sort = p.or(sort, EventSort::OccurredAtAsc);
+        let limit = p.or(parse_limit(params), DEFAULT_LIMIT);
+        let after = p.or(after, None);
+        p.check()?;
+        Ok(EventListArgs { sort, limit, after })
+    }
+
+    fn next_link(&self, state: &AppState, params: &Params, next: Keyset) -> String {
+        let sort = match self.sort {
+            EventSort::OccurredAtAsc => "occurred_at_asc",
+            EventSort::OccurredAtDesc => "occurred_at_desc",
+        };
+        let pairs = [("sort", sort.to_owned()), ("limit", self.limit.to_string())];
+        let cursor = cursor::encode(CursorKind::Events(self.sort), next);
+        next_link(state, params, &pairs, &cursor)
+    }
+}
+
+/// `<{external url}{path}?{pairs}&cursor=...>; rel="next"`. The pairs are the normalised
+/// parameters of this request (defaults spelled out), so a parameter sent in a body still
+/// carries over; the token never goes into a link.
+fn next_link(state: &AppState, params: &Params, pairs: &[(&str, String)], cursor: &str) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        q.append_pair(k, v);
+    }
+    q.append_pair("cursor", cursor);
+    let base = state.external_url.as_str().trim_end_matches('/');
+    format!("<{base}{}?{}>; rel=\"next\"", params.path, q.finish())
+}
+
+fn paged(items: Vec<Value>, link: Option<String>) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Some(v) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        headers.insert(header::LINK, v);
+    }
+    (headers, Json(Value::Array(items))).into_response()
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn error_json(e: &TrackedError) -> Value {
+    json!({
+        "fingerprint": e.fingerprint,
+        "project_id": e.project_id,
+        "name": e.name,
+        "description": e.description,
+        "actor": e.actor,
+        "event_count": e.event_count,
+        "approximated_user_count": e.approximated_user_count,
+        "first_seen_at": rfc3339(e.first_seen_at),
+        "last_seen_at": rfc3339(e.last_seen_at),
+        "status": e.status.as_str(),
+        "stats": {"frequency": {"24h": e.frequency_24h}},
+    })
+}
+
+fn event_json(e: &StoredEvent) -> Value {
+    json!({
+        "fingerprint": e.fingerprint,
+        "project_id": e.project_id,
+        // Stored as the bytes the SDK sent; events are UTF-8 JSON, so this is lossless for
+        // every payload ingestion accepted.
+        "payload": String::from_utf8_lossy(&e.payload),
+        "name": e.name,
+        "description": e.description,
+        "actor": e.actor,
+        "environment": e.environment,
+        "platform": e.platform,
+    })
+}
+
+fn message_json(m: &StoredMessage) -> Value {
+    json!({
+        "project_id": m.project_id,
+        "event_id": m.event_id,
+        "timestamp": rfc3339(m.occurred_at),
+        "level": m.level,
+        "message": m.message,
+        "release": m.release,
+        "environment": m.environment,
+        "platform": m.platform,
+    })
+}
+
+/// Which list (and order) a cursor was made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CursorKind {
+    Errors(ErrorSort),
+    Events(EventSort),
+    Messages,
+}
+
+mod cursor {
+    //! `base64url(<tag>:<key>:<id>)`: opaque to clients, trivially checked here.
+    use super::*;
+
+    fn tag(kind: CursorKind) -> &'static str {
+        match kind {
+            CursorKind::Errors(ErrorSort::LastSeenDesc) => "el",
+            CursorKind::Errors(ErrorSort::FirstSeenDesc) => "ef",
+            CursorKind::Errors(ErrorSort::FrequencyDesc) => "ec",
+            CursorKind::Events(EventSort::OccurredAtAsc) => "va",
+            CursorKind::Events(EventSort::OccurredAtDesc) => "vd",
+            CursorKind::Messages => "m",
+        }
+    }
+
+    pub fn encode(kind: CursorKind, at: Keyset) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}:{}", tag(kind), at.key, at.id))
+    }
+
+    /// `None` for anything that is not a cursor this kind of list made.
+    pub fn decode(kind: CursorKind, raw: &str) -> Option<Keyset> {
+        // Longer than any real cursor: refuse before decoding attacker-sized input.
+        if raw.len() > 64 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(raw.trim_end_matches('=')).ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let mut parts = text.split(':');
+        let (t, key, id) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || t != tag(kind) {
+            return None;
+        }
+        let key: i64 = key.parse().ok()?;
+        let id: i64 = id.parse().ok()?;
+        (id > 0).then_some(Keyset { key, id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ERRORS: CursorKind = CursorKind::Errors(ErrorSort::LastSeenDesc);
+
+    #[test]
+    fn cursor_round_trips() {
+        let at = Keyset {
+            key: 1_700_000_000_123,
+            id: 42,
+        };
+        let c = cursor::encode(ERRORS, at);
+        assert!(c
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(cursor::decode(ERRORS, &c), Some(at));
+    }
+
+    #[test]
+    fn cursor_of_another_sort_is_refused() {
+        let c = cursor::encode(ERRORS, Keyset { key: 1, id: 1 });
+        assert_eq!(
+            cursor::decode(CursorKind::Errors(ErrorSort::FrequencyDesc), &c),
+            None
+        );
+        assert_eq!(cursor::decode(CursorKind::Messages, &c), None);
+    }
+
+    #[test]
+    fn garbage_cursors_are_refused() {
+        for raw in [
+            "",
+            "!!!",
+            "bm90IGEgY3Vyc29y",                  // "not a cursor"
+            &URL_SAFE_NO_PAD.encode("el:1"),     // too few parts
+            &URL_SAFE_NO_PAD.encode("el:1:2:3"), // too many
+            &URL_SAFE_NO_PAD.encode("el:x:2"),   // key not a number
+            &URL_SAFE_NO_PAD.encode("el:1:0"),   // ids start at 1
+            &"A".repeat(100),
+        ] {
+            assert_eq!(cursor::decode(ERRORS, raw), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn negative_keys_are_fine() {
+        let at = Keyset { key: -5, id: 3 };
+        assert_eq!(
+            cursor::decode(ERRORS, &cursor::encode(ERRORS, at)),
+            Some(at)
+        );
+    }
+}

@@ -1,0 +1,696 @@
+//! The read side: listing and inspecting errors, their events and message events, and changing an
+//! error's status. Every list is a keyset page (the last row's sort key and id, never an OFFSET)
+//! over one of the indexes of migration 2; turning a [`Keyset`] into an opaque cursor is the HTTP
+//! layer's business.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+
+use super::sqlite::SqliteStore;
+use super::StoreResult;
+
+/// An error's triage state, stored as 0, 1, 2 in `errors.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStatus {
+    Unresolved,
+    Resolved,
+    Ignored,
+}
+
+impl ErrorStatus {
+    pub fn code(self) -> i64 {
+        match self {
+            ErrorStatus::Unresolved => 0,
+            ErrorStatus::Resolved => 1,
+            ErrorStatus::Ignored => 2,
+        }
+    }
+
+    fn from_code(code: i64) -> ErrorStatus {
+        match code {
+            1 => ErrorStatus::Resolved,
+            2 => ErrorStatus::Ignored,
+            // The writer only ever stores 0, 1 or 2; anything else would be a bug elsewhere, and
+            // showing it as unresolved keeps it visible rather than hiding it.
+            _ => ErrorStatus::Unresolved,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorStatus::Unresolved => "unresolved",
+            ErrorStatus::Resolved => "resolved",
+            ErrorStatus::Ignored => "ignored",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorStatus> {
+        match s {
+            "unresolved" => Some(ErrorStatus::Unresolved),
+            "resolved" => Some(ErrorStatus::Resolved),
+            "ignored" => Some(ErrorStatus::Ignored),
+            _ => None,
+        }
+    }
+}
+
+/// Orders of the error list, all descending, each backed by its own index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSort {
+    LastSeenDesc,
+    FirstSeenDesc,
+    FrequencyDesc,
+}
+
+impl ErrorSort {
+    /// The sort column; a fixed string, so formatting it into SQL cannot inject anything.
+    fn column(self) -> &'static str {
+        match self {
+            ErrorSort::LastSeenDesc => "last_seen_at",
+            ErrorSort::FirstSeenDesc => "first_seen_at",
+            ErrorSort::FrequencyDesc => "event_count",
+        }
+    }
+}
+
+/// Orders of one error's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSort {
+    OccurredAtAsc,
+    OccurredAtDesc,
+}
+
+/// Where a page starts: strictly after the row with this sort key and id, in the list's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keyset {
+    pub key: i64,
+    pub id: i64,
+}
+
+/// One page of a keyset-paginated list; `next` is set only when more rows follow.
+#[derive(Debug, Clone)]
+pub struct KeysetPage<T> {
+    pub items: Vec<T>,
+    pub next: Option<Keyset>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ErrorQuery {
+    pub project_id: i64,
+    pub status: ErrorStatus,
+    pub sort: ErrorSort,
+    /// Free text matched, case-insensitively for ASCII, anywhere in the name or description.
+    pub text: Option<String>,
+    pub limit: u32,
+    pub after: Option<Keyset>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    pub project_id: i64,
+    pub fingerprint: i64,
+    pub sort: EventSort,
+    pub limit: u32,
+    pub after: Option<Keyset>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MessageQuery {
+    pub project_id: i64,
+    pub limit: u32,
+    pub after: Option<Keyset>,
+}
+
+/// Hours in the `stats.frequency["24h"]` series.
+pub const FREQUENCY_HOURS: i64 = 24;
+
+/// An error group as the read API shows it.
+#[derive(Debug, Clone)]
+pub struct TrackedError {
+    pub id: i64,
+    pub project_id: i64,
+    pub fingerprint: i64,
+    pub name: String,
+    pub description: String,
+    pub actor: String,
+    pub event_count: i64,
+    pub approximated_user_count: i64,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub status: ErrorStatus,
+    /// Oldest first: `(unix second at the start of the hour, events in that hour)`, ending with
+    /// the current hour, always [`FREQUENCY_HOURS`] entries.
+    pub frequency_24h: Vec<(i64, i64)>,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+}
+
+impl TrackedError {
+    fn keyset(&self, sort: ErrorSort) -> Keyset {
+        let key = match sort {
+            ErrorSort::LastSeenDesc => self.last_seen_ms,
+            ErrorSort::FirstSeenDesc => self.first_seen_ms,
+            ErrorSort::FrequencyDesc => self.event_count,
+        };
+        Keyset { key, id: self.id }
+    }
+}
+
+/// One stored event of an error.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub project_id: i64,
+    pub fingerprint: i64,
+    pub event_id: String,
+    pub occurred_at: DateTime<Utc>,
+    /// The event JSON exactly as the SDK sent it (after decompression).
+    pub payload: Vec<u8>,
+    pub name: String,
+    pub description: String,
+    pub actor: String,
+    pub environment: Option<String>,
+    pub platform: Option<String>,
+    occurred_ms: i64,
+}
+
+/// One message event (an event without an exception).
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub id: i64,
+    pub project_id: i64,
+    pub event_id: String,
+    pub occurred_at: DateTime<Utc>,
+    /// `error` when the event did not say (Sentry's default).
+    pub level: String,
+    pub message: Option<String>,
+    pub release: Option<String>,
+    pub environment: Option<String>,
+    pub platform: Option<String>,
+    occurred_ms: i64,
+}
+
+/// The read API's queries. `Store` has this as a supertrait, so the HTTP layer reaches it through
+/// the same `Arc<dyn Store>`.
+#[async_trait]
+pub trait ReadStore: Send + Sync {
+    async fn list_errors(&self, query: ErrorQuery) -> StoreResult<KeysetPage<TrackedError>>;
+    async fn error(&self, project_id: i64, fingerprint: i64) -> StoreResult<Option<TrackedError>>;
+    /// Sets the status and returns the updated error; `None` when there is no such error.
+    async fn set_error_status(
+        &self,
+        project_id: i64,
+        fingerprint: i64,
+        status: ErrorStatus,
+    ) -> StoreResult<Option<TrackedError>>;
+    /// `None` when the error does not exist (as opposed to an empty page).
+    async fn list_error_events(
+        &self,
+        query: EventQuery,
+    ) -> StoreResult<Option<KeysetPage<StoredEvent>>>;
+    async fn list_messages(&self, query: MessageQuery) -> StoreResult<KeysetPage<StoredMessage>>;
+}
+
+#[async_trait]
+impl ReadStore for SqliteStore {
+    async fn list_errors(&self, query: ErrorQuery) -> StoreResult<KeysetPage<TrackedError>> {
+        self.run(move |c| list_errors(c, &query, Utc::now().timestamp()))
+            .await
+    }
+
+    async fn error(&self, project_id: i64, fingerprint: i64) -> StoreResult<Option<TrackedError>> {
+        self.run(move |c| error_by_fingerprint(c, project_id, fingerprint, Utc::now().timestamp()))
+            .await
+    }
+
+    async fn set_error_status(
+        &self,
+        project_id: i64,
+        fingerprint: i64,
+        status: ErrorStatus,
+    ) -> StoreResult<Option<TrackedError>> {
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE errors SET status = ?3 WHERE project_id = ?1 AND fingerprint = ?2",
+                params![project_id, fingerprint, status.code()],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            error_by_fingerprint(c, project_id, fingerprint, Utc::now().timestamp())
+        })
+        .await
+    }
+
+    async fn list_error_events(
+        &self,
+        query: EventQuery,
+    ) -> StoreResult<Option<KeysetPage<StoredEvent>>> {
+        self.run(move |c| list_error_events(c, &query)).await
+    }
+
+    async fn list_messages(&self, query: MessageQuery) -> StoreResult<KeysetPage<StoredMessage>> {
+        self.run(move |c| list_messages(c, &query)).await
+    }
+}
+
+fn ms_to_dt(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+const ERROR_COLS: &str = "id, project_id, fingerprint, name, description, actor, event_count,
+    approximated_user_count, first_seen_at, last_seen_at, status";
+
+fn error_row(r: &Row) -> rusqlite::Result<TrackedError> {
+    let first_seen_ms: i64 = r.get(8)?;
+    let last_seen_ms: i64 = r.get(9)?;
+    Ok(TrackedError {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        fingerprint: r.get(2)?,
+        name: r.get(3)?,
+        description: r.get(4)?,
+        actor: r.get(5)?,
+        event_count: r.get(6)?,
+        approximated_user_count: r.get(7)?,
+        first_seen_at: ms_to_dt(first_seen_ms),
+        last_seen_at: ms_to_dt(last_seen_ms),
+        status: ErrorStatus::from_code(r.get(10)?),
+        frequency_24h: Vec::new(),
+        first_seen_ms,
+        last_seen_ms,
+    })
+}
+
+/// Escapes `%`, `_` and the escape character itself for a `LIKE ... ESCAPE '\'` pattern.
+fn like_contains(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for ch in text.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
+}
+
+/// The SQL and parameters of one error-list page (`limit + 1` rows, so the caller can tell
+/// whether a next page exists). Public within the crate so the query-plan test checks the very
+/// statement the API runs.
+pub(crate) fn list_errors_sql(q: &ErrorQuery) -> (String, Vec<SqlValue>) {
+    let col = q.sort.column();
+    let mut sql = format!("SELECT {ERROR_COLS} FROM errors WHERE project_id = ?1 AND status = ?2");
+    let mut args = vec![
+        SqlValue::Integer(q.project_id),
+        SqlValue::Integer(q.status.code()),
+    ];
+    if let Some(after) = q.after {
+        // A row value comparison: SQLite turns it into one range on the index
+        // (project_id, status, <col> DESC, id DESC), so a deep page costs what the first does.
+        sql.push_str(&format!(
+            " AND ({col}, id) < (?{}, ?{})",
+            args.len() + 1,
+            args.len() + 2
+        ));
+        args.push(SqlValue::Integer(after.key));
+        args.push(SqlValue::Integer(after.id));
+    }
+    if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
+        // A substring match cannot use an index, but it runs while walking this project's rows
+        // of the status index in sort order and stops after `limit + 1` matches: it reads the
+        // project's errors rows, never the events.
+        let n = args.len() + 1;
+        sql.push_str(&format!(
+            " AND (name LIKE ?{n} ESCAPE '\\' OR description LIKE ?{n} ESCAPE '\\')"
+        ));
+        args.push(SqlValue::Text(like_contains(text)));
+    }
+    sql.push_str(&format!(
+        " ORDER BY {col} DESC, id DESC LIMIT ?{}",
+        args.len() + 1
+    ));
+    args.push(SqlValue::Integer(i64::from(q.limit) + 1));
+    (sql, args)
+}
+
+fn list_errors(
+    conn: &Connection,
+    q: &ErrorQuery,
+    now_secs: i64,
+) -> StoreResult<KeysetPage<TrackedError>> {
+    let (sql, args) = list_errors_sql(q);
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut items = st
+        .query_map(params_from_iter(args), error_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = split_page(&mut items, q.limit, |e| e.keyset(q.sort));
+    attach_frequency(conn, &mut items, now_secs)?;
+    Ok(KeysetPage { items, next })
+}
+
+/// Trims a `limit + 1` fetch to `limit` rows and returns the last row's keyset when the extra
+/// row proved that another page exists.
+fn split_page<T>(items: &mut Vec<T>, limit: u32, keyset: impl Fn(&T) -> Keyset) -> Option<Keyset> {
+    let limit = limit as usize;
+    if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(keyset)
+    } else {
+        None
+    }
+}
+
+fn error_by_fingerprint(
+    conn: &Connection,
+    project_id: i64,
+    fingerprint: i64,
+    now_secs: i64,
+) -> StoreResult<Option<TrackedError>> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {ERROR_COLS} FROM errors WHERE project_id = ?1 AND fingerprint = ?2"
+        ))?
+        .query_row(params![project_id, fingerprint], error_row)
+        .optional()?;
+    let Some(error) = found else {
+        return Ok(None);
+    };
+    let mut items = vec![error];
+    attach_frequency(conn, &mut items, now_secs)?;
+    Ok(items.pop())
+}
+
+/// The start of the hour `now_secs` falls in, as `error_hourly.hour` stores it.
+fn hour_start(now_secs: i64) -> i64 {
+    now_secs.div_euclid(3600) * 3600
+}
+
+/// Fills `frequency_24h` for every error of a page with a single query on `error_hourly` (at
+/// most 24 rows per error through its primary key), never touching the events.
+fn attach_frequency(
+    conn: &Connection,
+    errors: &mut [TrackedError],
+    now_secs: i64,
+) -> StoreResult<()> {
+    let current = hour_start(now_secs);
+    let first = current - (FREQUENCY_HOURS - 1) * 3600;
+    let mut counts: HashMap<(i64, i64), i64> = HashMap::new();
+    if !errors.is_empty() {
+        // At most 101 ids (the largest page), far below SQLite's limit on parameters.
+        let placeholders = vec!["?"; errors.len()].join(", ");
+        let sql = format!(
+            "SELECT error_id, hour, count FROM error_hourly
+             WHERE error_id IN ({placeholders}) AND hour >= ? AND hour <= ?"
+        );
+        let args = errors
+            .iter()
+            .map(|e| e.id)
+            .chain([first, current])
+            .map(SqlValue::Integer);
+        let mut st = conn.prepare_cached(&sql)?;
+        let mut rows = st.query(params_from_iter(args))?;
+        while let Some(r) = rows.next()? {
+            counts.insert((r.get(0)?, r.get(1)?), r.get(2)?);
+        }
+    }
+    for e in errors.iter_mut() {
+        e.frequency_24h = (0..FREQUENCY_HOURS)
+            .map(|i| {
+                let hour = first + i * 3600;
+                (hour, counts.get(&(e.id, hour)).copied().unwrap_or(0))
+            })
+            .collect();
+    }
+    Ok(())
+}
+
+/// `AND (occurred_at, id) <cmp> (?n, ?m)` after the given position, appending its two
+/// parameters; empty on the first page.
+fn keyset_range(after: Option<Keyset>, cmp: &str, args: &mut Vec<SqlValue>) -> String {
+    let Some(after) = after else {
+        return String::new();
+    };
+    let n = args.len() + 1;
+    args.push(SqlValue::Integer(after.key));
+    args.push(SqlValue::Integer(after.id));
+    format!("AND (occurred_at, id) {cmp} (?{n}, ?{})", n + 1)
+}
+
+fn list_error_events(
+    conn: &Connection,
+    q: &EventQuery,
+) -> StoreResult<Option<KeysetPage<StoredEvent>>> {
+    let error_id: Option<i64> = conn
+        .prepare_cached("SELECT id FROM errors WHERE project_id = ?1 AND fingerprint = ?2")?
+        .query_row(params![q.project_id, q.fingerprint], |r| r.get(0))
+        .optional()?;
+    let Some(error_id) = error_id else {
+        return Ok(None);
+    };
+    let (dir, cmp) = match q.sort {
+        EventSort::OccurredAtAsc => ("ASC", ">"),
+        EventSort::OccurredAtDesc => ("DESC", "<"),
+    };
+    // Both directions walk the index events_by_error(error_id, occurred_at, id), forwards or
+    // backwards.
+    let mut args = vec![SqlValue::Integer(error_id)];
+    let range = keyset_range(q.after, cmp, &mut args);
+    let sql = format!(
+        "SELECT id, event_id, occurred_at, payload, name, description, actor, environment, platform
+         FROM events WHERE error_id = ?1 {range}
+         ORDER BY occurred_at {dir}, id {dir} LIMIT ?{}",
+        args.len() + 1
+    );
+    args.push(SqlValue::Integer(i64::from(q.limit) + 1));
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut items = st
+        .query_map(params_from_iter(args), |r| {
+            let occurred_ms: i64 = r.get(2)?;
+            Ok(StoredEvent {
+                id: r.get(0)?,
+                project_id: q.project_id,
+                fingerprint: q.fingerprint,
+                event_id: r.get(1)?,
+                occurred_at: ms_to_dt(occurred_ms),
+                payload: r.get(3)?,
+                name: r.get(4)?,
+                description: r.get(5)?,
+                actor: r.get(6)?,
+                environment: r.get(7)?,
+                platform: r.get(8)?,
+                occurred_ms,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = split_page(&mut items, q.limit, |e| Keyset {
+        key: e.occurred_ms,
+        id: e.id,
+    });
+    Ok(Some(KeysetPage { items, next }))
+}
+
+fn list_messages(conn: &Connection, q: &MessageQuery) -> StoreResult<KeysetPage<StoredMessage>> {
+    // Newest first along events_messages(project_id, is_message, occurred_at DESC, id DESC).
+    // An event without a level is an error, as Sentry defines it (its SDKs leave the default out).
+    let mut args = vec![SqlValue::Integer(q.project_id)];
+    let range = keyset_range(q.after, "<", &mut args);
+    let sql = format!(
+        "SELECT id, event_id, occurred_at, COALESCE(level, 'error'), message, release,
+                environment, platform
+         FROM events WHERE project_id = ?1 AND is_message = 1 {range}
+         ORDER BY occurred_at DESC, id DESC LIMIT ?{}",
+        args.len() + 1
+    );
+    args.push(SqlValue::Integer(i64::from(q.limit) + 1));
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut items = st
+        .query_map(params_from_iter(args), |r| {
+            let occurred_ms: i64 = r.get(2)?;
+            Ok(StoredMessage {
+                id: r.get(0)?,
+                project_id: q.project_id,
+                event_id: r.get(1)?,
+                occurred_at: ms_to_dt(occurred_ms),
+                level: r.get(3)?,
+                message: r.get(4)?,
+                release: r.get(5)?,
+                environment: r.get(6)?,
+                platform: r.get(7)?,
+                occurred_ms,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = split_page(&mut items, q.limit, |m| Keyset {
+        key: m.occurred_ms,
+        id: m.id,
+    });
+    Ok(KeysetPage { items, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::migrate;
+
+    fn db() -> Connection {
+        let mut c = Connection::open_in_memory().expect("memory db");
+        migrate(&mut c).expect("migrations");
+        c.execute_batch(
+            "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
+             VALUES (1, 'p', 'p', 'g', 'g/p', 0), (2, 'q', 'q', 'g', 'g/q', 0);",
+        )
+        .expect("projects");
+        c
+    }
+
+    /// Inserts an error with `id`, `fingerprint = id * 10`, and the given keys.
+    fn error(c: &Connection, project: i64, id: i64, seen: (i64, i64), count: i64, status: i64) {
+        c.execute(
+            "INSERT INTO errors (id, project_id, fingerprint, name, description, actor, status,
+                                 event_count, first_seen_at, last_seen_at)
+             VALUES (?1, ?2, ?1 * 10, 'Name' || ?1, 'desc ' || ?1, 'a', ?3, ?4, ?5, ?6)",
+            params![id, project, status, count, seen.0, seen.1],
+        )
+        .expect("error row");
+    }
+
+    fn query(sort: ErrorSort, limit: u32, after: Option<Keyset>) -> ErrorQuery {
+        ErrorQuery {
+            project_id: 1,
+            status: ErrorStatus::Unresolved,
+            sort,
+            text: None,
+            limit,
+            after,
+        }
+    }
+
+    fn ids(page: &KeysetPage<TrackedError>) -> Vec<i64> {
+        page.items.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn pages_walk_ties_by_id_and_stop_with_no_next() {
+        let c = db();
+        // Same last_seen for 1..=3: the id breaks the tie, descending.
+        for id in 1..=3 {
+            error(&c, 1, id, (0, 100), 1, 0);
+        }
+        error(&c, 1, 4, (0, 200), 1, 0);
+        error(&c, 1, 5, (0, 50), 1, 1); // resolved: not in the unresolved list
+        error(&c, 2, 6, (0, 300), 1, 0); // another project
+        let p1 = list_errors(&c, &query(ErrorSort::LastSeenDesc, 2, None), 0).expect("p1");
+        assert_eq!(ids(&p1), [4, 3]);
+        let p2 = list_errors(&c, &query(ErrorSort::LastSeenDesc, 2, p1.next), 0).expect("p2");
+        assert_eq!(ids(&p2), [2, 1]);
+        assert_eq!(
+            p2.next, None,
+            "exactly `limit` rows left means no next page"
+        );
+    }
+
+    #[test]
+    fn each_sort_uses_its_own_key() {
+        let c = db();
+        error(&c, 1, 1, (10, 30), 5, 0);
+        error(&c, 1, 2, (20, 20), 9, 0);
+        error(&c, 1, 3, (30, 10), 1, 0);
+        let order = |s| ids(&list_errors(&c, &query(s, 10, None), 0).expect("list"));
+        assert_eq!(order(ErrorSort::LastSeenDesc), [1, 2, 3]);
+        assert_eq!(order(ErrorSort::FirstSeenDesc), [3, 2, 1]);
+        assert_eq!(order(ErrorSort::FrequencyDesc), [2, 1, 3]);
+    }
+
+    #[test]
+    fn text_query_escapes_like_wildcards() {
+        let c = db();
+        error(&c, 1, 1, (0, 0), 1, 0);
+        c.execute("UPDATE errors SET name = '100% done' WHERE id = 1", [])
+            .expect("rename");
+        error(&c, 1, 2, (0, 0), 1, 0);
+        c.execute("UPDATE errors SET name = '1000 done' WHERE id = 2", [])
+            .expect("rename");
+        let mut q = query(ErrorSort::LastSeenDesc, 10, None);
+        q.text = Some("0% d".into());
+        assert_eq!(ids(&list_errors(&c, &q, 0).expect("list")), [1]);
+        q.text = Some("DESC 2".into());
+        assert_eq!(
+            ids(&list_errors(&c, &q, 0).expect("list")),
+            [2],
+            "case-insensitive over the description"
+        );
+    }
+
+    #[test]
+    fn frequency_has_24_buckets_ending_with_the_current_hour() {
+        let c = db();
+        error(&c, 1, 1, (0, 0), 1, 0);
+        let now = 1_700_000_000 + 1234; // not on an hour boundary
+        let current = hour_start(now);
+        c.execute_batch(&format!(
+            "INSERT INTO error_hourly VALUES (1, {current}, 3), (1, {} , 2), (1, {}, 7), (1, {}, 9);",
+            current - 23 * 3600,
+            current - 24 * 3600, // one hour too old
+            current + 3600,      // in the future
+        ))
+        .expect("hourly");
+        let e = error_by_fingerprint(&c, 1, 10, now)
+            .expect("query")
+            .expect("found");
+        assert_eq!(e.frequency_24h.len(), 24);
+        assert_eq!(e.frequency_24h[0], (current - 23 * 3600, 2));
+        assert_eq!(e.frequency_24h[23], (current, 3));
+        assert_eq!(e.frequency_24h.iter().map(|b| b.1).sum::<i64>(), 5);
+    }
+
+    fn plan(c: &Connection, q: &ErrorQuery) -> String {
+        let (sql, args) = list_errors_sql(q);
+        let mut st = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let rows = st
+            .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+            .expect("plan rows")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("plan");
+        rows.join("\n")
+    }
+
+    #[test]
+    fn every_list_query_is_one_index_range_without_a_sort() {
+        let c = db();
+        for (sort, index) in [
+            (ErrorSort::LastSeenDesc, "errors_by_last_seen"),
+            (ErrorSort::FirstSeenDesc, "errors_by_first_seen"),
+            (ErrorSort::FrequencyDesc, "errors_by_frequency"),
+        ] {
+            for after in [None, Some(Keyset { key: 5, id: 5 })] {
+                for text in [None, Some("x".to_owned())] {
+                    let mut q = query(sort, 20, after);
+                    q.text = text;
+                    let p = plan(&c, &q);
+                    assert!(p.contains(index), "{sort:?} uses {index}: {p}");
+                    assert!(!p.contains("TEMP B-TREE"), "no sort step: {p}");
+                    assert!(!p.contains("events"), "never reads events: {p}");
+                    if after.is_some() {
+                        // SQLite seeks on the sort column and checks the id among equal keys,
+                        // so a deep page starts where the cursor points, not at the top.
+                        let seek = format!("{}<?", sort.column());
+                        assert!(p.contains(&seek), "keyset is an index range: {p}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn like_pattern_escaping() {
+        assert_eq!(like_contains("a%b_c\\d"), "%a\\%b\\_c\\\\d%");
+    }
+}

@@ -1,0 +1,196 @@
+//! Retention's SQL: one pass deletes what is older than the retention period, in small
+//! transactions on a connection of its own, pausing between them so that the ingestion writer is
+//! never kept from the write lock for long. When passes run is [`crate::retention`]'s business.
+//!
+//! Age is measured by `received_at`, the gateway's own clock, not by `occurred_at`, the SDK's
+//! timestamp: a client with a wrong clock (or a replay of old events) must neither get its events
+//! deleted on arrival nor keep them forever, and `events_received(received_at, id)` makes finding
+//! the oldest rows one index range. (GitLab deleted by the time the event occurred.)
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::sqlite::{open_connection, SqliteStore};
+use super::StoreResult;
+
+/// Rows deleted per transaction. A thousand events (a few KiB each) delete in a few
+/// milliseconds, about as long as one of the writer's own batches holds the lock.
+pub const BATCH_ROWS: i64 = 1000;
+
+/// Errors whose hourly counts are pruned per transaction (a range of error ids).
+const HOURLY_ERROR_SPAN: i64 = 1000;
+
+/// Shortest pause between two batches. The writer waits on SQLite's busy handler, which retries
+/// after growing sleeps (1, 2, 5, 10, ... ms); a pause at least as long as the batch that made it
+/// wait lets its next retry find the lock free instead of losing the race again.
+const MIN_PAUSE: Duration = Duration::from_millis(10);
+
+/// What one pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub events: u64,
+    /// Errors left without any event.
+    pub errors: u64,
+    pub attachments: u64,
+    pub user_reports: u64,
+    /// Hourly counts older than the retention period.
+    pub hourly_rows: u64,
+}
+
+/// Deletes everything received before `now_millis - days`. `now_millis` is a parameter so tests
+/// control the clock; `days == 0` means keep forever and deletes nothing.
+///
+/// An error's `event_count` is not lowered when its old events go: it counts every event the
+/// error ever had (Sentry's "times seen"), and keeping it monotonic is what lets the
+/// frequency-ordered list page without repeating an error (see `store::read`).
+pub async fn retention_pass(
+    store: &SqliteStore,
+    now_millis: i64,
+    days: u32,
+) -> StoreResult<RetentionReport> {
+    let mut report = RetentionReport::default();
+    if days == 0 {
+        return Ok(report);
+    }
+    let cutoff = now_millis.saturating_sub(i64::from(days) * 86_400_000);
+    let opts = store.options().clone();
+    let mut conn = tokio::task::spawn_blocking(move || open_connection(&opts)).await??;
+
+    for step in [Step::Events, Step::Attachments, Step::UserReports] {
+        loop {
+            let (c, n, took) = batch(conn, move |c| step.delete_batch(c, cutoff)).await?;
+            conn = c;
+            match step {
+                Step::Events => {
+                    report.events += n.0;
+                    report.errors += n.1;
+                }
+                Step::Attachments => report.attachments += n.0,
+                Step::UserReports => report.user_reports += n.0,
+            }
+            if (n.0 as i64) < BATCH_ROWS {
+                break;
+            }
+            pause(took).await;
+        }
+    }
+
+    // Hourly counts are keyed by (error_id, hour), so old hours are spread over the whole table;
+    // walking it in ranges of error ids keeps each transaction small and the pass linear.
+    let cutoff_hour = cutoff.div_euclid(1000).div_euclid(3600) * 3600;
+    let (c, max_id, _) = batch(conn, |c| {
+        Ok(
+            c.query_row("SELECT COALESCE(MAX(id), 0) FROM errors", [], |r| {
+                r.get::<_, i64>(0)
+            })?,
+        )
+    })
+    .await?;
+    conn = c;
+    let mut from = 0;
+    while from <= max_id {
+        let (c, n, took) = batch(conn, move |c| {
+            Ok(c.execute(
+                "DELETE FROM error_hourly WHERE error_id >= ?1 AND error_id < ?2 AND hour < ?3",
+                params![from, from + HOURLY_ERROR_SPAN, cutoff_hour],
+            )? as u64)
+        })
+        .await?;
+        conn = c;
+        report.hourly_rows += n;
+        from += HOURLY_ERROR_SPAN;
+        pause(took).await;
+    }
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Events,
+    Attachments,
+    UserReports,
+}
+
+impl Step {
+    /// Deletes up to [`BATCH_ROWS`] rows in one immediate transaction; returns the rows deleted
+    /// and, for events, the errors that were left without events and deleted too.
+    fn delete_batch(self, conn: &mut Connection, cutoff: i64) -> StoreResult<(u64, u64)> {
+        // IMMEDIATE takes the write lock up front, so the transaction never has to upgrade a
+        // read snapshot that the writer has meanwhile made stale.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = match self {
+            Step::Events => {
+                let mut touched = BTreeSet::new();
+                let mut deleted = 0u64;
+                {
+                    let mut st = tx.prepare_cached(
+                        "DELETE FROM events WHERE id IN (
+                             SELECT id FROM events WHERE received_at < ?1
+                             ORDER BY received_at, id LIMIT ?2)
+                         RETURNING error_id",
+                    )?;
+                    let mut rows = st.query(params![cutoff, BATCH_ROWS])?;
+                    while let Some(r) = rows.next()? {
+                        touched.insert(r.get::<_, i64>(0)?);
+                        deleted += 1;
+                    }
+                }
+                // Runs in the same transaction as the deletion, and the writer inserts an event
+                // in the same transaction as its error's upsert, so an error that has just
+                // received a new event is never deleted here. Its hourly and user rows cascade.
+                let mut errors = 0;
+                let mut drop_error = tx.prepare_cached(
+                    "DELETE FROM errors WHERE id = ?1
+                     AND NOT EXISTS (SELECT 1 FROM events WHERE error_id = ?1)",
+                )?;
+                for id in &touched {
+                    errors += drop_error.execute([id])? as u64;
+                }
+                drop(drop_error);
+                (deleted, errors)
+            }
+            Step::Attachments => (
+                // No index on received_at: rows are scanned in id order, where the oldest come
+                // first, so a batch stops early; a pass with nothing to delete scans the table
+                // once.
+                tx.execute(
+                    "DELETE FROM attachments WHERE id IN (
+                         SELECT id FROM attachments WHERE received_at < ?1 ORDER BY id LIMIT ?2)",
+                    params![cutoff, BATCH_ROWS],
+                )? as u64,
+                0,
+            ),
+            Step::UserReports => (
+                tx.execute(
+                    "DELETE FROM user_reports WHERE id IN (
+                         SELECT id FROM user_reports WHERE received_at < ?1 ORDER BY id LIMIT ?2)",
+                    params![cutoff, BATCH_ROWS],
+                )? as u64,
+                0,
+            ),
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+/// Runs `f` on a blocking thread with the pass's own connection and hands the connection back,
+/// with how long the transaction took.
+async fn batch<T: Send + 'static>(
+    mut conn: Connection,
+    f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+) -> StoreResult<(Connection, T, Duration)> {
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let out = f(&mut conn)?;
+        Ok((conn, out, started.elapsed()))
+    })
+    .await?
+}
+
+/// Gives the writer the lock for at least as long as the last batch held it.
+async fn pause(took: Duration) {
+    tokio::time::sleep(took.max(MIN_PAUSE)).await;
+}
