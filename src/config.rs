@@ -235,6 +235,17 @@ impl Config {
         if let Some(url) = &self.external_url {
             parse_external_url(url)?;
         }
+        // An empty token (say `FAULTLINE_ADMIN_TOKEN=` left blank) would be registered, could
+        // never authenticate (clients send no empty tokens, and surrounding blanks are trimmed
+        // from headers), and would still stop the first start from generating a usable one:
+        // nobody could ever log in.
+        if let Some(token) = &self.admin_token {
+            if token.0.trim().is_empty() || token.0.trim() != token.0 {
+                return Err(ConfigError::Invalid(
+                    "admin_token must not be empty or start or end with whitespace".into(),
+                ));
+            }
+        }
         if self.ingest.batch_size == 0 || self.ingest.queue_capacity == 0 {
             return Err(ConfigError::Invalid(
                 "ingest.batch_size and ingest.queue_capacity must be positive".into(),
@@ -305,6 +316,32 @@ mod tests {
     fn secrets_are_redacted_in_debug() {
         let s = Secret("glpat-secret".into());
         assert_eq!(format!("{s:?}"), "[redacted]");
+    }
+
+    #[test]
+    fn blank_admin_token_is_refused() {
+        for blank in ["", "   "] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("FAULTLINE_ADMIN_TOKEN", blank);
+                assert!(
+                    Config::load(None, &Overrides::default()).is_err(),
+                    "{blank:?}"
+                );
+                Ok(())
+            });
+        }
+        // The environment is trimmed by figment; a file keeps what it says.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("f.toml", "admin_token = \" glpat-padded \"\n")?;
+            assert!(Config::load(Some(Path::new("f.toml")), &Overrides::default()).is_err());
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FAULTLINE_ADMIN_TOKEN", "glpat-configured");
+            let cfg = Config::load(None, &Overrides::default()).expect("load");
+            assert_eq!(cfg.admin_token, Some(Secret("glpat-configured".into())));
+            Ok(())
+        });
     }
 
     #[test]

@@ -1333,3 +1333,83 @@ async fn admin_create_project_validates_like_the_api() {
         assert!(admin_cli(d, args).await.is_err(), "{args:?}");
     }
 }
+
+/// A blank `FAULTLINE_ADMIN_TOKEN` would be registered, could never log in, and would stop the
+/// first start from generating a usable token: the server must refuse to start instead.
+#[tokio::test]
+async fn a_blank_configured_admin_token_stops_start_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("serve")
+        .env("FAULTLINE_ADMIN_TOKEN", "")
+        .env("RUST_BACKTRACE", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start faultline");
+    let status = match tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await {
+        Ok(status) => status.expect("wait"),
+        Err(_) => {
+            child
+                .kill()
+                .await
+                .expect("stop the server this test started");
+            panic!("faultline started with a blank admin token");
+        }
+    };
+    assert!(!status.success());
+    assert!(!dir.path().join(faultline::app::INITIAL_TOKEN_FILE).exists());
+}
+
+/// Adding an Owner takes an Owner; so does removing one. Otherwise a Maintainer could remove
+/// every Owner and hold the project alone.
+#[tokio::test]
+async fn only_owners_and_administrators_remove_owners() {
+    let app = spawn_app().await;
+    let id = app.create_project("guarded", "group").await["id"]
+        .as_i64()
+        .expect("id");
+    let owner = app.member("owner", id, Some(50)).await;
+    let second = app.member("second-owner", id, Some(50)).await;
+    let maintainer = app.member("maintainer", id, Some(40)).await;
+    let other = app.member("other-maintainer", id, Some(40)).await;
+    let path = |u: i64| format!("/api/v4/projects/{id}/members/{u}");
+    let cases: Vec<(&str, i64, u16, Value)> = vec![
+        (&maintainer.token, owner.id, 403, forbidden()),
+        (&maintainer.token, 1, 403, forbidden()),
+        (&maintainer.token, other.id, 204, Value::Null),
+        (&owner.token, second.id, 204, Value::Null),
+        (&app.admin_token, owner.id, 204, Value::Null),
+    ];
+    for (token, target, status, body) in cases {
+        check(
+            &app,
+            "DELETE",
+            &path(target),
+            Some(token),
+            Body::None,
+            status,
+            &body,
+        )
+        .await;
+    }
+    let r = app
+        .send(
+            "GET",
+            &format!("/api/v4/projects/{id}/members"),
+            Auth::Private(&app.admin_token),
+            Body::None,
+        )
+        .await;
+    let left: Vec<&str> = r
+        .body
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["username"].as_str().expect("name"))
+        .collect();
+    assert_eq!(left, ["root", "maintainer"]);
+}

@@ -258,6 +258,30 @@ async fn keys_are_paginated_with_gitlab_headers() {
     }
     // Every key exactly once, in id order.
     assert_eq!(seen, created);
+    // Past the last page: empty, with neither next nor previous page (as Kaminari answers).
+    let r = check(
+        &app,
+        "GET",
+        &format!("{path}?page=5&per_page=3"),
+        200,
+        &json!([]),
+    )
+    .await;
+    assert_eq!(
+        pagination_headers(&r),
+        [
+            ("x-total", "7".to_owned()),
+            ("x-total-pages", "3".to_owned()),
+            ("x-page", "5".to_owned()),
+            ("x-per-page", "3".to_owned()),
+            ("x-next-page", String::new()),
+            ("x-prev-page", String::new()),
+        ]
+    );
+    assert_eq!(
+        links(&r),
+        BTreeMap::from([("first".to_owned(), link(1)), ("last".to_owned(), link(3))])
+    );
     let ids: Vec<i64> = seen.iter().map(|k| k["id"].as_i64().expect("id")).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
 }

@@ -620,3 +620,28 @@ async fn unparseable_json_body_is_a_400_after_authentication() {
     let array = Body::Raw(Some("application/json"), b"[true, true]".to_vec());
     check(&app, "PATCH", &path, array, 400, wrong).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_puts_create_one_first_key() {
+    let app = spawn_app().await;
+    let (id, path) = project(&app, "racing").await;
+    let url = app.url(&format!("{path}?active=true&integrated=true"));
+    // Requests in flight together, so the store sees overlapping transactions.
+    let runs: Vec<_> = (0..8)
+        .map(|_| {
+            let req = app
+                .client
+                .put(&url)
+                .header("PRIVATE-TOKEN", &app.admin_token)
+                .send();
+            tokio::spawn(async move {
+                let r = req.await.expect("send");
+                (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+            })
+        })
+        .collect();
+    for run in runs {
+        assert_eq!(run.await.expect("task"), (200, setting(true, true)));
+    }
+    assert_eq!(app.keys(id).await.len(), 1);
+}

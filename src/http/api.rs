@@ -431,7 +431,9 @@ impl Pagination {
     pub fn headers(&self, state: &AppState, params: &Params, total: u64) -> HeaderMap {
         let total_pages = total.div_ceil(self.per_page).max(1);
         let next = (self.page < total_pages).then_some(self.page + 1);
-        let prev = (self.page > 1).then(|| (self.page - 1).min(total_pages));
+        // As Kaminari (GitLab's paginator): a page past the last has neither a next nor a
+        // previous page, so a client walking `rel="prev"` from there cannot loop.
+        let prev = (self.page > 1 && self.page <= total_pages).then(|| self.page - 1);
         let mut h = HeaderMap::new();
         let mut set = |name: &'static str, v: String| {
             if let Ok(v) = v.parse() {

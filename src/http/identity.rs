@@ -255,6 +255,21 @@ pub async fn remove_member(
     let user_id: i64 = user_id
         .parse()
         .map_err(|_| ApiError::BadParams("user_id is invalid".into()))?;
+    // The mirror of `add_member`'s rule: only Owners and administrators may remove an Owner.
+    // Otherwise a Maintainer could remove every Owner and run the project unchecked.
+    if !caller.is_admin() {
+        let target = state.store.member_level(project.id, user_id).await?;
+        if target.is_some_and(|l| l >= AccessLevel::OWNER.0) {
+            let own = state
+                .store
+                .member_level(project.id, caller.user.id)
+                .await?
+                .unwrap_or(0);
+            if own < AccessLevel::OWNER.0 {
+                return Err(ApiError::Forbidden);
+            }
+        }
+    }
     if !state.store.remove_member(project.id, user_id).await? {
         return Err(ApiError::NotFound("404 Member Not Found"));
     }
