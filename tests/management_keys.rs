@@ -399,3 +399,120 @@ async fn deleted_key_ids_are_not_reused() {
     .await;
     assert_eq!(app.keys(id).await, vec![first, next]);
 }
+
+/// Sends one event with `key` to `project_id` the way an SDK derives the endpoint from the
+/// DSN, and returns status and body.
+async fn send_event(app: &TestApp, project_id: i64, key: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(&format!(
+            "/errortracking/api/v1/projects/api/{project_id}/store/"
+        )))
+        .header(
+            "X-Sentry-Auth",
+            format!("Sentry sentry_key={key}, sentry_version=7, sentry_client=test/1.0"),
+        )
+        .header("Content-Type", "application/json")
+        .body(r#"{"message":"hello","level":"error","platform":"other"}"#)
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("json body"))
+}
+
+fn accepted(r: &(u16, Value)) -> bool {
+    r.0 == 200
+        && r.1.as_object().is_some_and(|o| o.len() == 1)
+        && r.1["id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Every management change is seen by ingestion before the management answer is sent.
+#[tokio::test]
+async fn management_changes_reach_ingestion_at_once() {
+    let app = spawn_app().await;
+    let (id, first, _) = app.project_with_key("live").await;
+    let settings = format!("/api/v4/projects/{id}/error_tracking/settings");
+    let admin = Auth::Private(&app.admin_token);
+    let not_enabled = json!({"detail": "error tracking is not enabled for this project"});
+    let disabled = json!({"detail": "public key is disabled"});
+
+    let r = send_event(&app, id, &first).await;
+    assert!(accepted(&r), "{r:?}");
+    // Switching the setting off and on.
+    for (query, ok) in [
+        ("active=false", false),
+        ("active=true", true),
+        ("active=true&integrated=false", false),
+        ("active=true&integrated=true", true),
+    ] {
+        let s = app
+            .send("PATCH", &format!("{settings}?{query}"), admin, Body::None)
+            .await;
+        assert_eq!(s.status, 200);
+        let r = send_event(&app, id, &first).await;
+        if ok {
+            assert!(accepted(&r), "{query}: {r:?}");
+        } else {
+            assert_eq!(r, (403, not_enabled.clone()), "{query}");
+        }
+    }
+    // A new key works at once; a deleted one is refused at once; the others keep working.
+    let second = app.create_key(id).await;
+    let second_key = second["public_key"].as_str().expect("key").to_owned();
+    let r = send_event(&app, id, &second_key).await;
+    assert!(accepted(&r), "{r:?}");
+    let first_id = app.keys(id).await[0]["id"].clone();
+    let del = app
+        .send(
+            "DELETE",
+            &format!("{}/{first_id}", keys_path(id)),
+            admin,
+            Body::None,
+        )
+        .await;
+    assert_eq!(del.status, 200);
+    assert_eq!(send_event(&app, id, &first).await, (403, disabled.clone()));
+    let r = send_event(&app, id, &second_key).await;
+    assert!(accepted(&r), "{r:?}");
+    // A key is only good for its own project.
+    let (other, other_key, _) = app.project_with_key("elsewhere").await;
+    assert_eq!(
+        send_event(&app, other, &second_key).await,
+        (
+            403,
+            json!({"detail": "public key does not belong to this project"})
+        )
+    );
+}
+
+/// Deleting a project deletes its keys, and behaviour.md B answers a deleted key with 403 (as
+/// a single key's DELETE already does), not with the 401 of a key that was never issued.
+#[tokio::test]
+async fn deleting_a_project_refuses_its_keys_like_deleted_keys() {
+    let app = spawn_app().await;
+    let (id, key, _) = app.project_with_key("doomed").await;
+    let (other, other_key, _) = app.project_with_key("survivor").await;
+    let r = send_event(&app, id, &key).await;
+    assert!(accepted(&r), "{r:?}");
+    let del = app
+        .send(
+            "DELETE",
+            &format!("/api/v4/projects/{id}"),
+            Auth::Private(&app.admin_token),
+            Body::None,
+        )
+        .await;
+    assert_eq!(
+        (del.status, del.body),
+        (202, json!({"message": "202 Accepted"}))
+    );
+    assert_eq!(
+        send_event(&app, id, &key).await,
+        (403, json!({"detail": "public key is disabled"}))
+    );
+    let r = send_event(&app, other, &other_key).await;
+    assert!(accepted(&r), "{r:?}");
+}
