@@ -779,6 +779,12 @@ async fn key_sources() {
             headers: vec![],
             dsn: Some(dsn.replace('@', ":shh@")),
         },
+        Source {
+            what: "envelope dsn ignored when a header names the key",
+            path: env.clone(),
+            headers: vec![("x-sentry-auth", sentry_auth(&key))],
+            dsn: Some(dsn.replace(&key, &fx.other_key)),
+        },
         src(
             "sentry_secret ignored",
             env.clone(),

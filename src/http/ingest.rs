@@ -407,7 +407,16 @@ fn envelope_records(
     for item in &env.items {
         state.metrics.item(item.ty.as_str());
         if item.ty == ItemType::Event {
-            let record = event_record(project_id, header_id.as_deref(), item.payload.to_vec())?;
+            // The header's id names the envelope's event, so it goes to the first event item
+            // only. SDKs send one event per envelope, but proxies and hand-written clients may
+            // batch several; forcing the same id on all of them would store the first and
+            // drop the rest as duplicates while answering 200.
+            let forced = if event_id.is_none() {
+                header_id.as_deref()
+            } else {
+                None
+            };
+            let record = event_record(project_id, forced, item.payload.to_vec())?;
             event_id.get_or_insert_with(|| record.event_id.clone());
             records.push(Record::Event(record));
         }
