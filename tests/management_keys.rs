@@ -479,6 +479,8 @@ async fn management_changes_reach_ingestion_at_once() {
     assert!(accepted(&r), "{r:?}");
     // A key is only good for its own project.
     let (other, other_key, _) = app.project_with_key("elsewhere").await;
+    let r = send_event(&app, other, &other_key).await;
+    assert!(accepted(&r), "{r:?}");
     assert_eq!(
         send_event(&app, other, &second_key).await,
         (
