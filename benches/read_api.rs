@@ -1,0 +1,390 @@
+//! Read API benchmark: fills a fresh database with 1,000,000 events over 10,000 errors of one
+//! project (straight through the writer's `EventSink`, in large transactions), then times the
+//! list requests of the issue through the real HTTP API of a running server and prints the
+//! median, 95th percentile and maximum of each.
+//!
+//! `cargo bench --bench read_api`. Scale with `FAULTLINE_BENCH_EVENTS` (default 1000000) and
+//! `FAULTLINE_BENCH_ERRORS` (default 10000); `FAULTLINE_BENCH_RUNS` sets the timed runs per
+//! request (default 50).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use faultline::app;
+use faultline::config::Config;
+use faultline::store::ingest::{EventRecord, EventSink, Record};
+use faultline::store::sqlite::{SqliteOptions, Synchronous};
+use serde_json::{json, Value};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64*: deterministic data from run to run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+const TYPES: [&str; 10] = [
+    "KeyError",
+    "ValueError",
+    "TimeoutError",
+    "ConnectionResetError",
+    "PermissionError",
+    "ZeroDivisionError",
+    "IndexError",
+    "AttributeError",
+    "TypeError",
+    "RuntimeError",
+];
+
+const VERBS: [&str; 8] = [
+    "loading the cart",
+    "charging the card",
+    "rendering the invoice",
+    "syncing the inventory",
+    "sending the newsletter",
+    "resizing an image",
+    "refreshing a token",
+    "reading the config",
+];
+
+/// Name, description and actor of error `k`; one description in a hundred mentions a
+/// "deadlock", so a text query has a few hundred matches spread through the list.
+fn error_text(k: u64) -> (String, String, String) {
+    let name = TYPES[(k % TYPES.len() as u64) as usize].to_owned();
+    let verb = VERBS[((k / 10) % VERBS.len() as u64) as usize];
+    let cause = if k % 100 == 41 {
+        "deadlock detected"
+    } else {
+        "unexpected state"
+    };
+    let description = format!("{cause} while {verb} (site {k})");
+    let actor = format!("handle_{}(shop.views.v{})", k % 97, k % 13);
+    (name, description, actor)
+}
+
+/// A Python-SDK-like event of about 700 bytes.
+fn payload(event_id: &str, ts_secs: f64, name: &str, description: &str, user: u64) -> Vec<u8> {
+    json!({
+        "event_id": event_id,
+        "timestamp": ts_secs,
+        "platform": "python",
+        "level": "error",
+        "environment": "production",
+        "release": "shop@4.2.0",
+        "server_name": "web-3",
+        "user": {"id": user.to_string()},
+        "exception": {"values": [{
+            "type": name,
+            "value": description,
+            "stacktrace": {"frames": [
+                {"filename": "shop/views.py", "function": "checkout", "lineno": 120, "in_app": true},
+                {"filename": "shop/services/cart.py", "function": "load", "lineno": 88, "in_app": true},
+                {"filename": "site-packages/db/pool.py", "function": "acquire", "lineno": 301, "in_app": false}
+            ]}
+        }]},
+        "tags": {"region": "eu-west-1", "worker": "gunicorn"},
+        "sdk": {"name": "sentry.python", "version": "2.19.0"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Writes `events` events over `errors` errors of `project_id`, oldest first, spread over the
+/// last 30 days (so the last 24 hours hold a thirtieth of them and the hourly stats are real).
+/// Error popularity is skewed: low-numbered errors get most events, as in real projects.
+fn fill(db: &Path, project_id: i64, events: u64, errors: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut sink = EventSink::open(&SqliteOptions {
+        path: db.to_path_buf(),
+        synchronous: Synchronous::Normal,
+        max_page_count: None,
+    })?;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let span_ms = 30 * 86_400_000i64;
+    // Larger transactions than the server's own batches: the fill is not what is measured.
+    const CHUNK: u64 = 25_000;
+    let mut i = 0;
+    while i < events {
+        let n = CHUNK.min(events - i);
+        let mut records = Vec::with_capacity(n as usize);
+        for j in i..i + n {
+            // Every error gets its first event in the first `errors` events, so all of them
+            // exist; the rest follow a skewed distribution.
+            let k = if j < errors {
+                j
+            } else {
+                ((rng.unit().powi(3)) * errors as f64) as u64 % errors
+            };
+            let (name, description, actor) = error_text(k);
+            let occurred_at = now_ms - span_ms + (span_ms as f64 * j as f64 / events as f64) as i64;
+            let event_id = format!("{j:032x}");
+            let user = rng.next() % 5000;
+            records.push(Record::Event(EventRecord {
+                project_id,
+                payload: payload(
+                    &event_id,
+                    occurred_at as f64 / 1000.0,
+                    &name,
+                    &description,
+                    user,
+                ),
+                event_id,
+                fingerprint: k as i64 + 1,
+                name,
+                description,
+                actor,
+                platform: Some("python".into()),
+                level: Some("error".into()),
+                environment: Some("production".into()),
+                release: Some("shop@4.2.0".into()),
+                message: None,
+                // One event in fifty is a message event, for the messages list.
+                is_message: j % 50 == 0,
+                user_identity: Some(format!("id:{user}")),
+                occurred_at,
+            }));
+        }
+        sink.write_batch(&[records.as_slice()])?;
+        i += n;
+        if i % 200_000 == 0 || i == events {
+            eprintln!(
+                "  filled {i}/{events} events ({:.0}/s)",
+                i as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// Resolves one error in ten and ignores one in twenty, as triage would.
+fn triage(db: &Path) -> anyhow::Result<()> {
+    let conn = rusqlite::Connection::open(db)?;
+    conn.execute("UPDATE errors SET status = 1 WHERE id % 10 = 3", [])?;
+    conn.execute("UPDATE errors SET status = 2 WHERE id % 20 = 7", [])?;
+    Ok(())
+}
+
+struct Timing {
+    label: String,
+    median: Duration,
+    p95: Duration,
+    max: Duration,
+    items: usize,
+}
+
+async fn time_get(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    label: &str,
+    path: &str,
+    runs: usize,
+) -> anyhow::Result<Timing> {
+    let mut items = 0;
+    let mut samples = Vec::with_capacity(runs);
+    // Three untimed runs warm the page cache and the connection pool.
+    for run in 0..runs + 3 {
+        let started = Instant::now();
+        let resp = client
+            .get(format!("{base}{path}"))
+            .header("PRIVATE-TOKEN", token)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        let took = started.elapsed();
+        if !status.is_success() {
+            bail!("{path}: {status} {body}");
+        }
+        items = body.as_array().map(Vec::len).unwrap_or(1);
+        if run >= 3 {
+            samples.push(took);
+        }
+    }
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Ok(Timing {
+        label: label.to_owned(),
+        median: pick(0.5),
+        p95: pick(0.95),
+        max: *samples.last().context("at least one run")?,
+        items,
+    })
+}
+
+/// Follows `next` links from `path` for `pages` pages and returns the path of the last one.
+async fn deep_page(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path: &str,
+    pages: usize,
+) -> anyhow::Result<String> {
+    let mut path = path.to_owned();
+    for _ in 1..pages {
+        let resp = client
+            .get(format!("{base}{path}"))
+            .header("PRIVATE-TOKEN", token)
+            .send()
+            .await?;
+        let link = resp
+            .headers()
+            .get("link")
+            .and_then(|v| v.to_str().ok())
+            .context("a next page")?
+            .to_owned();
+        let url = link
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .context("link url")?;
+        path = url
+            .strip_prefix(base)
+            .context("link on the server")?
+            .to_owned();
+    }
+    Ok(path)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let events = env_u64("FAULTLINE_BENCH_EVENTS", 1_000_000).max(1);
+    let errors = env_u64("FAULTLINE_BENCH_ERRORS", 10_000).clamp(1, events);
+    let runs = env_u64("FAULTLINE_BENCH_RUNS", 50).max(1) as usize;
+
+    let dir = tempfile::tempdir()?;
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    // Retention would find nothing to delete; keep the measurement free of it.
+    config.retention.days = 0;
+    let server = app::spawn(config).await?;
+    let token = server
+        .initial_admin_token
+        .clone()
+        .context("a fresh data directory creates an admin token")?;
+    let base = format!("http://{}", server.addr);
+    let client = reqwest::Client::new();
+    let project: Value = client
+        .post(format!("{base}/api/v4/projects"))
+        .header("PRIVATE-TOKEN", &token)
+        .json(&json!({"name": "shop", "namespace_path": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let project_id = project["id"].as_i64().context("project id")?;
+
+    eprintln!("filling {events} events over {errors} errors...");
+    let db = dir.path().join("faultline.db");
+    let fill_time = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || fill(&db, project_id, events, errors)).await??
+    };
+    triage(&db)?;
+    let size = std::fs::metadata(&db)?.len()
+        + std::fs::metadata(db.with_extension("db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+
+    let p = format!("/errortracking/api/v1/projects/{project_id}");
+    // Page 100 when there are that many pages of unresolved errors (4 in 5 are).
+    let deep_pages = (errors as usize * 4 / 5 / 20).clamp(1, 100);
+    let deep = deep_page(
+        &client,
+        &base,
+        &token,
+        &format!("{p}/errors?limit=20"),
+        deep_pages,
+    )
+    .await?;
+    let mut timings = Vec::new();
+    for (label, path) in [
+        (
+            "first page (unresolved, last_seen_desc, 20)",
+            format!("{p}/errors"),
+        ),
+        ("first page, limit=100", format!("{p}/errors?limit=100")),
+        (
+            "first page, sort=frequency_desc",
+            format!("{p}/errors?sort=frequency_desc"),
+        ),
+        (
+            "first page, sort=first_seen_desc",
+            format!("{p}/errors?sort=first_seen_desc"),
+        ),
+        ("status=resolved", format!("{p}/errors?status=resolved")),
+        ("status=ignored", format!("{p}/errors?status=ignored")),
+        (
+            "query=deadlock (1% of errors match)",
+            format!("{p}/errors?query=deadlock"),
+        ),
+        (
+            "query with no match (scans all)",
+            format!("{p}/errors?query=no-such-text"),
+        ),
+        ("deep page by cursor (page 100)", deep.clone()),
+        ("one error", format!("{p}/errors/1")),
+        (
+            "events of the busiest error",
+            format!("{p}/errors/1/events"),
+        ),
+        (
+            "events of the busiest error, newest first",
+            format!("{p}/errors/1/events?sort=occurred_at_desc"),
+        ),
+        ("messages", format!("{p}/messages")),
+    ] {
+        timings.push(time_get(&client, &base, &token, label, &path, runs).await?);
+    }
+
+    println!();
+    println!(
+        "read_api: {events} events, {errors} errors, database {:.0} MiB, filled in {:.1} s ({:.0} events/s)",
+        size as f64 / 1048576.0,
+        fill_time.as_secs_f64(),
+        events as f64 / fill_time.as_secs_f64()
+    );
+    println!("{runs} timed runs per request, wall time at the client over HTTP (keep-alive), ms");
+    println!(
+        "{:<46} {:>7} {:>7} {:>7} {:>6}",
+        "request", "median", "p95", "max", "items"
+    );
+    for t in &timings {
+        println!(
+            "{:<46} {:>7} {:>7} {:>7} {:>6}",
+            t.label,
+            ms(t.median),
+            ms(t.p95),
+            ms(t.max),
+            t.items
+        );
+    }
+    server.shutdown().await?;
+    Ok(())
+}
