@@ -1,0 +1,9 @@
+//! Building blocks of the ingestion load benchmark: payloads, the load generator, the baseline
+//! server, process and database helpers. Everything benchmark-only lives under `benches/`.
+
+pub mod api;
+pub mod baseline;
+pub mod db;
+pub mod loadgen;
+pub mod payloads;
+pub mod procs;

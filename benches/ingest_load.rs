@@ -1,0 +1,734 @@
+//! The ingestion load benchmark (`cargo bench --bench ingest_load`).
+//!
+//! It builds and starts the release server on loopback with a fresh database, creates a project
+//! and key through the management API, and drives the envelope endpoint with our own generator
+//! ([`common::loadgen`]). In the same run it starts a baseline, a bare hyper server that only reads
+//! the body and answers `200 {"id":..}`, and drives it the same way; faultline's rates are
+//! printed as a ratio to it. For each payload it prints events/s, p50/p99/p99.9 latency, the
+//! server's peak RSS, its CPU per event, and, at half of faultline's maximum rate, the open-loop
+//! latency. At the end it checks that the stored events equal the 200 answers; a mismatch is a
+//! correctness failure and exits non-zero. Timing never fails the run.
+//!
+//! Environment (all optional):
+//! - `FAULTLINE_BENCH_SECS` (10): seconds per measured phase; `FAULTLINE_BENCH_WARMUP_SECS` (2).
+//! - `FAULTLINE_BENCH_CONNS` (64): keep-alive connections.
+//! - `FAULTLINE_BENCH_CLIENT_THREADS` (2): tokio workers of the load generator.
+//! - `FAULTLINE_BENCH_PAYLOADS` (`error-4k,message,large-200k`).
+//! - `FAULTLINE_BENCH_KEYS` (unset): e.g. `1000000`, also run the key-scale comparison.
+//! - `FAULTLINE_BENCH_PRELOAD_EVENTS` (unset): e.g. `5000000`, also run the database-size comparison.
+//! - `FAULTLINE_BENCH_NO_BUILD`: do not run `cargo build --release` first.
+//!
+//! Every other `FAULTLINE_*` variable reaches the server, e.g. `FAULTLINE_INGEST__ACK=queued`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use common::loadgen::{self, Mode, RunStats, Target};
+use common::payloads::{BodyFactory, Kind};
+use common::{api, db, procs};
+use hyper::header::HeaderValue;
+
+const ADMIN_TOKEN: &str = "glpat-ingest-load-bench-0000";
+
+struct Settings {
+    secs: u64,
+    warmup_secs: u64,
+    conns: usize,
+    client_threads: usize,
+    payloads: Vec<Kind>,
+    keys: Option<u64>,
+    preload: Option<u64>,
+}
+
+fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Settings> {
+        let payloads = match std::env::var("FAULTLINE_BENCH_PAYLOADS") {
+            Ok(list) => list
+                .split(',')
+                .map(|s| {
+                    Kind::from_name(s.trim()).with_context(|| format!("unknown payload {s:?}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            Err(_) => Kind::ALL.to_vec(),
+        };
+        Ok(Settings {
+            secs: env_num("FAULTLINE_BENCH_SECS").unwrap_or(10),
+            warmup_secs: env_num("FAULTLINE_BENCH_WARMUP_SECS").unwrap_or(2),
+            conns: env_num("FAULTLINE_BENCH_CONNS").unwrap_or(64),
+            client_threads: env_num("FAULTLINE_BENCH_CLIENT_THREADS").unwrap_or(2),
+            payloads,
+            keys: env_num("FAULTLINE_BENCH_KEYS"),
+            preload: env_num("FAULTLINE_BENCH_PRELOAD_EVENTS"),
+        })
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--baseline-server") {
+        if let Err(e) = common::baseline::main() {
+            eprintln!("baseline server: {e:#}");
+            std::process::exit(2);
+        }
+        return;
+    }
+    let code = match run() {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("ingest_load: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run() -> anyhow::Result<bool> {
+    let settings = Settings::from_env()?;
+    let bin = procs::faultline_binary()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.client_threads)
+        .enable_all()
+        .build()?;
+    rt.block_on(async_run(&settings, &bin))
+}
+
+/// A faultline server with a project and key, and the tally the final check compares against.
+struct Sut {
+    proc: procs::ServerProc,
+    dir: tempfile::TempDir,
+    db: PathBuf,
+    project: i64,
+    key: String,
+    /// Rows that were in `events` before this run's requests (preloaded ones).
+    preexisting: u64,
+    /// 200 answers received, warm-ups included.
+    acknowledged: u64,
+}
+
+impl Sut {
+    async fn start(bin: &Path) -> anyhow::Result<Sut> {
+        let dir = tempfile::Builder::new()
+            .prefix("faultline-bench-")
+            .tempdir()?;
+        let proc = procs::spawn_faultline(bin, dir.path(), ADMIN_TOKEN)?;
+        let project = api::create_project(proc.addr, ADMIN_TOKEN, "bench").await?;
+        let key = api::enable_tracking(proc.addr, ADMIN_TOKEN, project).await?;
+        Ok(Sut {
+            db: dir.path().join("faultline.db"),
+            proc,
+            dir,
+            project,
+            key,
+            preexisting: 0,
+            acknowledged: 0,
+        })
+    }
+
+    /// Stops the server (SIGTERM, the writer drains), runs `between` on the idle database, and
+    /// starts it again on the same data directory.
+    fn restart(
+        &mut self,
+        bin: &Path,
+        between: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let dir = self.dir.path().to_path_buf();
+        self.proc.stop();
+        between(&self.db)?;
+        self.proc = procs::spawn_faultline(bin, &dir, ADMIN_TOKEN)?;
+        Ok(())
+    }
+
+    fn target(
+        &self,
+        kind: Kind,
+        bodies: Arc<BodyFactory>,
+        counter: Arc<AtomicU64>,
+        nonce: u64,
+    ) -> Target {
+        target(
+            self.proc.addr,
+            self.project,
+            &self.key,
+            kind,
+            bodies,
+            counter,
+            nonce,
+        )
+    }
+
+    /// Compares stored events with acknowledged ones; prints the result loudly.
+    async fn check(&self, label: &str) -> anyhow::Result<bool> {
+        let m = api::metrics(self.proc.addr).await;
+        let accepted = api::metric(&m, "faultline_events_accepted_total") as u64;
+        let dedup = api::metric(&m, "faultline_events_deduplicated_total") as u64;
+        let rows = db::count_events(&self.db)?;
+        let stored = rows - self.preexisting.min(rows);
+        let ok = stored == self.acknowledged && dedup == 0;
+        println!();
+        if ok {
+            println!(
+                "CHECK {label}: OK: {} events acknowledged with 200, {stored} stored \
+                 ({rows} rows in events, {} preloaded; /metrics events_accepted_total={accepted})",
+                self.acknowledged, self.preexisting
+            );
+        } else {
+            println!(
+                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+            );
+            println!(
+                "CHECK {label}: MISMATCH: {} events acknowledged with 200 but {stored} stored \
+                 ({rows} rows, {} preloaded; events_accepted_total={accepted}, deduplicated={dedup})",
+                self.acknowledged, self.preexisting
+            );
+            println!(
+                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+            );
+        }
+        Ok(ok)
+    }
+}
+
+fn target(
+    addr: SocketAddr,
+    project: i64,
+    key: &str,
+    _kind: Kind,
+    bodies: Arc<BodyFactory>,
+    counter: Arc<AtomicU64>,
+    nonce: u64,
+) -> Target {
+    Target {
+        addr,
+        path: format!("/api/{project}/envelope/"),
+        auth: HeaderValue::from_str(&format!(
+            "Sentry sentry_key={key}, sentry_version=7, sentry_client=sentry.python.django/2.19.0"
+        ))
+        .expect("a key is a valid header value"),
+        bodies,
+        nonce,
+        counter,
+    }
+}
+
+/// What one measured phase saw, besides the generator's own figures.
+struct Phase {
+    stats: RunStats,
+    warm_ok: u64,
+    rss_start_kib: u64,
+    rss_end_kib: u64,
+    /// Peak RSS during the phase (or the process's lifetime peak if it could not be reset).
+    peak_kib: u64,
+    server_cpu_s: f64,
+    client_cpu_s: f64,
+    threads: Vec<(String, f64)>,
+    writer: Option<WriterFigures>,
+}
+
+struct WriterFigures {
+    batches: f64,
+    mean_batch: f64,
+    mean_commit_ms: f64,
+    /// Share of the phase the writer spent inside `write_batch` + commit.
+    busy: f64,
+    /// Upper bound of the histogram bucket holding the 99th percentile commit time.
+    commit_p99_ms: f64,
+    rejections: f64,
+}
+
+impl Phase {
+    fn cpu_us_per_event(&self) -> f64 {
+        self.server_cpu_s * 1e6 / self.stats.ok.max(1) as f64
+    }
+}
+
+/// The upper bound of the bucket where quantile `q` of the observations made between two
+/// scrapes falls (Prometheus histograms keep cumulative `_bucket{le=".."}` counters).
+fn histogram_quantile(m0: &[(String, f64)], m1: &[(String, f64)], name: &str, q: f64) -> f64 {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = m1
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, v - api::metric(m0, k)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
+    buckets
+        .iter()
+        .find(|(_, cum)| *cum >= q * total && total > 0.0)
+        .map(|(le, _)| *le)
+        .unwrap_or(f64::NAN)
+}
+
+/// Runs a warm-up and a measured phase against the server `pid` listening on `target.addr`.
+async fn phase(pid: u32, target: &Target, s: &Settings, mode: Mode, with_metrics: bool) -> Phase {
+    let hz = procs::ticks_per_sec();
+    let warm = if s.warmup_secs > 0 {
+        loadgen::run(target, s.conns, Duration::from_secs(s.warmup_secs), mode).await
+    } else {
+        RunStats::default()
+    };
+    let me = std::process::id();
+    let reset = procs::reset_peak(pid);
+    let mem0 = procs::mem(pid);
+    let threads0 = procs::thread_cpu(pid);
+    let cpu0 = procs::process_cpu(pid, hz);
+    let client0 = procs::process_cpu(me, hz);
+    let m0 = if with_metrics {
+        api::metrics(target.addr).await
+    } else {
+        Vec::new()
+    };
+    let stats = loadgen::run(target, s.conns, Duration::from_secs(s.secs), mode).await;
+    let cpu1 = procs::process_cpu(pid, hz);
+    let client1 = procs::process_cpu(me, hz);
+    let threads1 = procs::thread_cpu(pid);
+    let mem1 = procs::mem(pid);
+    let writer = if with_metrics {
+        let m1 = api::metrics(target.addr).await;
+        let d = |k: &str| api::metric(&m1, k) - api::metric(&m0, k);
+        let batches = d("faultline_writer_batch_size_count");
+        let rejections: f64 = m1
+            .iter()
+            .filter(|(k, _)| k.starts_with("faultline_ingest_rejections_total"))
+            .map(|(k, v)| v - api::metric(&m0, k))
+            .sum();
+        Some(WriterFigures {
+            batches,
+            mean_batch: d("faultline_writer_batch_size_sum") / batches.max(1.0),
+            mean_commit_ms: d("faultline_writer_commit_seconds_sum") * 1000.0 / batches.max(1.0),
+            busy: d("faultline_writer_commit_seconds_sum") / stats.elapsed.as_secs_f64(),
+            commit_p99_ms: histogram_quantile(&m0, &m1, "faultline_writer_commit_seconds", 0.99)
+                * 1000.0,
+            rejections,
+        })
+    } else {
+        None
+    };
+    Phase {
+        warm_ok: warm.ok,
+        rss_start_kib: mem0.rss_kib,
+        rss_end_kib: mem1.rss_kib,
+        peak_kib: if reset {
+            mem1.hwm_kib
+        } else {
+            mem1.hwm_kib.max(mem0.hwm_kib)
+        },
+        server_cpu_s: cpu1 - cpu0,
+        client_cpu_s: client1 - client0,
+        threads: procs::cpu_delta(&threads0, &threads1, hz),
+        writer,
+        stats,
+    }
+}
+
+/// `/proc/loadavg`'s 1, 5 and 15 minute figures: other work on the machine skews every number.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn print_header() {
+    println!(
+        "{:<11} {:<10} {:<14} {:>9} {:>7} {:>7} {:>8} {:>8} {:>13} {:>8} {:>7} {:>7}",
+        "payload",
+        "server",
+        "mode",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "peak MB",
+        "RSS start>end",
+        "CPU us/ev",
+        "non-200",
+        "ratio"
+    );
+}
+
+fn print_row(kind: Kind, server: &str, mode: &str, p: &Phase, ratio: Option<f64>) {
+    let st = &p.stats;
+    println!(
+        "{:<11} {:<10} {:<14} {:>9.0} {:>7.2} {:>7.2} {:>8.2} {:>8.1} {:>6.1}>{:<6.1} {:>8.0} {:>7} {:>7}",
+        kind.name(),
+        server,
+        mode,
+        st.rate(),
+        st.percentile_ms(50.0),
+        st.percentile_ms(99.0),
+        st.percentile_ms(99.9),
+        mib(p.peak_kib),
+        mib(p.rss_start_kib),
+        mib(p.rss_end_kib),
+        p.cpu_us_per_event(),
+        st.non_ok(),
+        ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into()),
+    );
+}
+
+fn print_details(p: &Phase) {
+    let st = &p.stats;
+    let secs = st.elapsed.as_secs_f64();
+    let threads: Vec<String> = p
+        .threads
+        .iter()
+        .take(4)
+        .map(|(n, s)| format!("{n} {:.0}%", s * 100.0 / secs))
+        .collect();
+    let mut line = format!(
+        "    server CPU {:.0}% of a core ({}), client CPU {:.0}%",
+        p.server_cpu_s * 100.0 / secs,
+        threads.join(", "),
+        p.client_cpu_s * 100.0 / secs
+    );
+    if let Some(w) = &p.writer {
+        line += &format!(
+            "; writer: {:.0} batches, {:.1} events/batch, {:.2} ms/commit (p99 <= {:.1}), busy {:.0}%",
+            w.batches,
+            w.mean_batch,
+            w.mean_commit_ms,
+            w.commit_p99_ms,
+            w.busy * 100.0
+        );
+        if w.rejections > 0.0 {
+            line += &format!(", {:.0} rejections", w.rejections);
+        }
+    }
+    if !st.other_status.is_empty() || st.io_errors > 0 || st.bad_bodies > 0 {
+        line += &format!(
+            "; non-200: {:?}, I/O errors {}, 200s without id {}",
+            st.other_status, st.io_errors, st.bad_bodies
+        );
+    }
+    println!("{line}");
+}
+
+struct PayloadResult {
+    kind: Kind,
+    base: Phase,
+    fl: Phase,
+    open: Phase,
+    open_rate: f64,
+}
+
+async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
+    let nonce = (common::payloads::now_unix() * 1e6) as u64;
+    let counter = Arc::new(AtomicU64::new(0));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!(
+        "ingest_load: {cores} cores, {} connections, {} client threads, {} s per phase after {} s warm-up",
+        s.conns, s.client_threads, s.secs, s.warmup_secs
+    );
+    println!("  load average before: {}", loadavg());
+    println!(
+        "  latency: closed loop from send; open loop from the scheduled send time (the tokio \
+         timer adds up to 1 ms)"
+    );
+
+    let mut factories = Vec::new();
+    for &kind in &s.payloads {
+        let f = Arc::new(BodyFactory::new(kind));
+        self_check(&f, nonce)?;
+        println!(
+            "  payload {:<10}: event JSON {:>6} B, envelope {:>6} B, gzip body {:>6} B, {} groups",
+            kind.name(),
+            f.avg_event_len,
+            f.max_envelope_len,
+            f.avg_gzip_len,
+            f.groups()
+        );
+        factories.push((kind, f));
+    }
+
+    let baseline = procs::spawn_baseline()?;
+    let mut sut = Sut::start(bin).await?;
+    println!(
+        "  faultline pid {} on {} (started in {:.0} ms), baseline pid {} on {}",
+        sut.proc.pid(),
+        sut.proc.addr,
+        sut.proc.startup.as_secs_f64() * 1000.0,
+        baseline.pid(),
+        baseline.addr
+    );
+    println!();
+    print_header();
+
+    let mut results = Vec::new();
+    for (kind, f) in &factories {
+        let kind = *kind;
+        let base_target = target(
+            baseline.addr,
+            sut.project,
+            &sut.key,
+            kind,
+            f.clone(),
+            counter.clone(),
+            nonce,
+        );
+        let base = phase(baseline.pid(), &base_target, s, Mode::Closed, false).await;
+        print_row(kind, "baseline", "closed", &base, None);
+        print_details(&base);
+
+        let t = sut.target(kind, f.clone(), counter.clone(), nonce);
+        let fl = phase(sut.proc.pid(), &t, s, Mode::Closed, true).await;
+        sut.acknowledged += fl.stats.ok + fl.warm_ok;
+        let ratio = fl.stats.rate() / base.stats.rate();
+        print_row(kind, "faultline", "closed", &fl, Some(ratio));
+        print_details(&fl);
+
+        // Target 2: latency at half of the maximum rate, offered open-loop.
+        let open_rate = (fl.stats.rate() / 2.0).max(1.0);
+        let open = phase(sut.proc.pid(), &t, s, Mode::Open { rate: open_rate }, true).await;
+        sut.acknowledged += open.stats.ok + open.warm_ok;
+        print_row(
+            kind,
+            "faultline",
+            &format!("open {open_rate:.0}/s"),
+            &open,
+            None,
+        );
+        print_details(&open);
+        results.push(PayloadResult {
+            kind,
+            base,
+            fl,
+            open,
+            open_rate,
+        });
+    }
+
+    println!("  load average after: {}", loadavg());
+    let mut all_ok = sut.check("main run").await?;
+    let peak_total = procs::mem(sut.proc.pid()).hwm_kib;
+    summary(&results, peak_total);
+    sut.proc.stop();
+    drop(baseline);
+
+    if let Some(n) = s.keys {
+        all_ok &= key_scale(s, bin, n, nonce, counter.clone()).await?;
+    }
+    if let Some(n) = s.preload {
+        all_ok &= preload(s, bin, n, nonce, counter.clone()).await?;
+    }
+    println!();
+    println!(
+        "{}",
+        if all_ok {
+            "ingest_load: every acknowledged event was stored"
+        } else {
+            "ingest_load: STORED EVENTS DO NOT MATCH ACKNOWLEDGED EVENTS (see CHECK above)"
+        }
+    );
+    Ok(all_ok)
+}
+
+/// Decodes one body the way the server does and checks its framing, so a broken payload
+/// generator is caught before it is mistaken for a slow server.
+fn self_check(f: &BodyFactory, nonce: u64) -> anyhow::Result<()> {
+    let body = f.body(nonce, u64::MAX, "2024-01-01T00:00:00.000000Z");
+    let decoded = faultline::protocol::decode::decode_body(
+        faultline::protocol::decode::ContentEncoding::Gzip,
+        &body,
+        usize::MAX,
+    )?;
+    let env = faultline::protocol::envelope::parse(&decoded, &Default::default())?;
+    anyhow::ensure!(env.items.len() == 1, "one item expected");
+    let summary = faultline::domain::event::extract(env.items[0].payload)?;
+    let id = String::from_utf8(common::payloads::event_id_hex(nonce, u64::MAX).to_vec())?;
+    anyhow::ensure!(
+        summary.event_id.as_deref() == Some(id.as_str()),
+        "event id mismatch"
+    );
+    anyhow::ensure!(
+        env.header.event_id.as_deref() == Some(id.as_str()),
+        "header id mismatch"
+    );
+    Ok(())
+}
+
+fn summary(results: &[PayloadResult], peak_total_kib: u64) {
+    println!();
+    println!("SUMMARY (targets are reported, never enforced)");
+    for r in results {
+        println!(
+            "  {:<10} faultline {:>7.0} ev/s = {:.2} x baseline ({:.0} req/s); p99 at {:.0}/s open loop {:.2} ms (p50 {:.2}, p99.9 {:.2}); peak RSS {:.1} MB; {:.0} us server CPU/event",
+            r.kind.name(),
+            r.fl.stats.rate(),
+            r.fl.stats.rate() / r.base.stats.rate(),
+            r.base.stats.rate(),
+            r.open_rate,
+            r.open.stats.percentile_ms(99.0),
+            r.open.stats.percentile_ms(50.0),
+            r.open.stats.percentile_ms(99.9),
+            mib(r.fl.peak_kib.max(r.open.peak_kib)),
+            r.fl.cpu_us_per_event(),
+        );
+    }
+    if let Some(r) = results.iter().find(|r| r.kind == Kind::Error4k) {
+        let ratio = r.fl.stats.rate() / r.base.stats.rate();
+        println!(
+            "  target 1 (4 KB gzip >= 50% of baseline): {:.0}% -> {}",
+            ratio * 100.0,
+            verdict(ratio >= 0.5)
+        );
+        let p99 = r.open.stats.percentile_ms(99.0);
+        println!(
+            "  target 2 (p99 < 20 ms at half of max rate): {p99:.2} ms -> {}",
+            verdict(p99 < 20.0)
+        );
+    }
+    println!(
+        "  target 3 (peak RSS < 150 MB): {:.1} MB over the whole run -> {}",
+        mib(peak_total_kib),
+        verdict(mib(peak_total_kib) < 150.0)
+    );
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+/// Target 4: start-up time, memory and throughput with 10 keys and with `n` keys.
+async fn key_scale(
+    s: &Settings,
+    bin: &Path,
+    n: u64,
+    nonce: u64,
+    counter: Arc<AtomicU64>,
+) -> anyhow::Result<bool> {
+    println!();
+    println!("KEY SCALE: 10 keys vs {n} keys (4 KB event, closed loop)");
+    let f = Arc::new(BodyFactory::new(Kind::Error4k));
+    let mut ok = true;
+    let mut rows = Vec::new();
+    for keys in [10u64, n] {
+        let mut sut = Sut::start(bin).await?;
+        let filler = api::create_project(sut.proc.addr, ADMIN_TOKEN, "filler").await?;
+        if keys <= 1000 {
+            for _ in 1..keys {
+                api::add_key(sut.proc.addr, ADMIN_TOKEN, sut.project).await?;
+            }
+            sut.restart(bin, |_| Ok(()))?;
+        } else {
+            sut.restart(bin, |db| db::insert_keys(db, filler, keys - 1))?;
+        }
+        let startup = sut.proc.startup;
+        // The idle footprint right after start-up, and the peak reached while loading.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let idle = procs::mem(sut.proc.pid());
+        let t = sut.target(Kind::Error4k, f.clone(), counter.clone(), nonce);
+        let p = phase(sut.proc.pid(), &t, s, Mode::Closed, true).await;
+        sut.acknowledged += p.stats.ok + p.warm_ok;
+        println!(
+            "  {keys:>8} keys: start-up {:>6.0} ms, idle RSS {:>6.1} MB (start-up peak {:.1} MB), {:>6.0} ev/s, p99 {:.2} ms, peak RSS under load {:.1} MB",
+            startup.as_secs_f64() * 1000.0,
+            mib(idle.rss_kib),
+            mib(idle.hwm_kib),
+            p.stats.rate(),
+            p.stats.percentile_ms(99.0),
+            mib(p.peak_kib)
+        );
+        ok &= sut.check(&format!("{keys} keys")).await?;
+        rows.push((keys, startup, idle, p.stats.rate()));
+        sut.proc.stop();
+    }
+    let (k0, s0, m0, r0) = &rows[0];
+    let (k1, s1, m1, r1) = &rows[1];
+    let per_key = (m1.rss_kib as f64 - m0.rss_kib as f64) * 1024.0 / (*k1 - *k0) as f64;
+    let per_key_peak = (m1.hwm_kib as f64 - m0.hwm_kib as f64) * 1024.0 / (*k1 - *k0) as f64;
+    println!(
+        "  target 4: start-up {:.2} s (< 5 s: {}), {:.0} B/key idle RSS delta ({:.0} B/key at the start-up peak; < 200: {}), throughput {:.0}% of the 10-key case (>= 90%: {}); 10-key start-up {:.2} s",
+        s1.as_secs_f64(),
+        verdict(s1.as_secs_f64() < 5.0),
+        per_key,
+        per_key_peak,
+        verdict(per_key < 200.0),
+        r1 / r0 * 100.0,
+        verdict(r1 / r0 >= 0.9),
+        s0.as_secs_f64()
+    );
+    Ok(ok)
+}
+
+/// Target 5: throughput on an empty database vs after `n` preloaded events.
+async fn preload(
+    s: &Settings,
+    bin: &Path,
+    n: u64,
+    nonce: u64,
+    counter: Arc<AtomicU64>,
+) -> anyhow::Result<bool> {
+    println!();
+    println!("DATABASE SIZE: empty vs {n} stored events (4 KB event, closed loop)");
+    let f = Arc::new(BodyFactory::new(Kind::Error4k));
+    let mut sut = Sut::start(bin).await?;
+    let t = sut.target(Kind::Error4k, f.clone(), counter.clone(), nonce);
+    let empty = phase(sut.proc.pid(), &t, s, Mode::Closed, true).await;
+    sut.acknowledged += empty.stats.ok + empty.warm_ok;
+    println!(
+        "  empty db:      {:>6.0} ev/s, p99 {:.2} ms, peak RSS {:.1} MB",
+        empty.stats.rate(),
+        empty.stats.percentile_ms(99.0),
+        mib(empty.peak_kib)
+    );
+    print_details(&empty);
+    let payload =
+        common::payloads::event_json(Kind::Error4k, 0, "00000000000000000000000000000000");
+    let project = sut.project;
+    sut.restart(bin, |db| {
+        db::preload_events(db, project, n, payload.as_bytes())
+    })?;
+    sut.preexisting = n;
+    let size = std::fs::metadata(&sut.db).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "  restarted on {:.1} GB database in {:.2} s",
+        size as f64 / 1e9,
+        sut.proc.startup.as_secs_f64()
+    );
+    let t = sut.target(Kind::Error4k, f.clone(), counter.clone(), nonce);
+    let full = phase(sut.proc.pid(), &t, s, Mode::Closed, true).await;
+    sut.acknowledged += full.stats.ok + full.warm_ok;
+    println!(
+        "  {n} events: {:>6.0} ev/s, p99 {:.2} ms, peak RSS {:.1} MB",
+        full.stats.rate(),
+        full.stats.percentile_ms(99.0),
+        mib(full.peak_kib)
+    );
+    print_details(&full);
+    let ratio = full.stats.rate() / empty.stats.rate();
+    println!(
+        "  target 5: {:.0}% of the empty-database rate (>= 80%: {})",
+        ratio * 100.0,
+        verdict(ratio >= 0.8)
+    );
+    let ok = sut.check(&format!("{n} preloaded events")).await?;
+    sut.proc.stop();
+    Ok(ok)
+}

@@ -1,0 +1,105 @@
+//! Criterion micro-benchmarks of the pure steps of ingestion, on the same payloads the load
+//! benchmark sends (`cargo bench --bench micro`): auth header parse, gzip decompression, envelope
+//! framing, event field extraction and fingerprinting. Each runs for about 2 s, so the whole file
+//! takes well under a minute.
+
+#[path = "common/payloads.rs"]
+mod payloads;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use faultline::domain::{event, grouping};
+use faultline::protocol::decode::{decode_body, ContentEncoding};
+use faultline::protocol::{auth, envelope};
+use payloads::{BodyFactory, Kind};
+
+const SENT_AT: &str = "2024-01-01T00:00:00.000000Z";
+const ID: &str = "0123456789abcdef0123456789abcdef";
+
+fn auth_header(c: &mut Criterion) {
+    let header = "Sentry sentry_key=glet_0123456789abcdef0123456789abcdef, sentry_version=7, \
+                  sentry_client=sentry.python.django/2.19.0";
+    c.bench_function("auth/parse_auth_header", |b| {
+        b.iter(|| auth::parse_auth_header(black_box(header)))
+    });
+}
+
+fn decompression(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_body/gzip");
+    for kind in Kind::ALL {
+        // A body compressed whole at level 9, exactly as the Python SDK's gzip writes it.
+        let envelope = payloads::gunzip(&BodyFactory::new(kind).body(1, 0, SENT_AT));
+        let body = payloads::gzip_whole(&envelope);
+        g.throughput(Throughput::Bytes(envelope.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(kind.name()),
+            &body,
+            |b, body| {
+                b.iter(|| {
+                    decode_body(ContentEncoding::Gzip, black_box(body), 1 << 30).map(|d| d.len())
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+fn envelope_parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("envelope/parse");
+    let limits = envelope::Limits::default();
+    for kind in Kind::ALL {
+        let envelope = payloads::gunzip(&BodyFactory::new(kind).body(1, 0, SENT_AT));
+        g.throughput(Throughput::Bytes(envelope.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(kind.name()),
+            &envelope,
+            |b, body| b.iter(|| envelope::parse(black_box(body), &limits).map(|e| e.items.len())),
+        );
+    }
+    g.finish();
+}
+
+fn extraction(c: &mut Criterion) {
+    let mut g = c.benchmark_group("event/extract");
+    for kind in Kind::ALL {
+        let json = payloads::event_json(kind, 3, ID);
+        g.throughput(Throughput::Bytes(json.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(kind.name()),
+            json.as_bytes(),
+            |b, json| b.iter(|| event::extract(black_box(json)).map(|s| s.exceptions.len())),
+        );
+    }
+    g.finish();
+}
+
+fn fingerprinting(c: &mut Criterion) {
+    let mut g = c.benchmark_group("grouping/group");
+    for kind in Kind::ALL {
+        let json = payloads::event_json(kind, 3, ID);
+        let summary = event::extract(json.as_bytes()).expect("bench events are valid");
+        g.bench_with_input(
+            BenchmarkId::from_parameter(kind.name()),
+            &summary,
+            |b, summary| b.iter(|| grouping::group(black_box(summary)).fingerprint),
+        );
+    }
+    g.finish();
+}
+
+fn config() -> Criterion {
+    // Short windows: these steps take micro- to milliseconds, so 2 s gives thousands of samples.
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = auth_header, decompression, envelope_parse, extraction, fingerprinting
+}
+criterion_main!(benches);
