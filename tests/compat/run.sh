@@ -64,12 +64,17 @@ log "work dir $work (kept on failure or with COMPAT_KEEP=1)"
 mkdir -p "$cache"
 # venv NAME PIP_ARGS...: a virtualenv under the cache with those packages at their latest (or
 # pinned) versions; pip only asks the index when something is missing or newer.
+# A cached venv that no longer works (its python was replaced, a half-finished install) is made
+# again once from scratch.
 venv() {
     local name=$1
     shift
-    if [[ ! -x "$cache/$name/bin/python" ]]; then
-        python3 -m venv "$cache/$name"
+    if [[ -x "$cache/$name/bin/python" ]] &&
+        "$cache/$name/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$@"; then
+        return
     fi
+    rm -rf "${cache:?}/$name"
+    python3 -m venv "$cache/$name"
     "$cache/$name/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$@"
 }
 log "installing clients into $cache"
