@@ -242,10 +242,12 @@ fn commit(sink: &mut EventSink, batch: &mut Vec<Pending>, metrics: &Metrics) {
         Ok(outcomes) => {
             for (pending, outcome) in batch.drain(..).zip(outcomes) {
                 for o in &outcome {
-                    match o {
-                        EventOutcome::Stored => metrics.events_accepted.inc(),
-                        EventOutcome::Duplicate => metrics.events_deduplicated.inc(),
+                    let counter = match o {
+                        EventOutcome::Stored => &metrics.events_accepted,
+                        EventOutcome::Duplicate => &metrics.events_deduplicated,
+                        EventOutcome::ProjectGone => continue,
                     };
+                    counter.inc();
                 }
                 if let Some(reply) = pending.reply {
                     let _ = reply.send(Ok(outcome));

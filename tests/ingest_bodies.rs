@@ -242,16 +242,23 @@ async fn legacy_store_bodies() {
         .await;
     assert_accepted(&r, &id, "dashed id");
 
-    // An envelope on /store/, recognised by its content type.
-    let id = new_id();
-    let r = fx
-        .post_store(
-            &[("content-type", "application/x-sentry-envelope")],
-            event_envelope(&message_event(&id, "envelope on store")),
-        )
-        .await;
-    assert_accepted(&r, &id, "envelope on /store/");
-    assert_eq!(stored(&fx.app, fx.pid, &id), 1);
+    // An envelope on /store/, recognised by its content type (case-insensitive, with or without
+    // parameters).
+    for content_type in [
+        "application/x-sentry-envelope",
+        "Application/X-Sentry-Envelope",
+        "application/x-sentry-envelope; charset=utf-8",
+    ] {
+        let id = new_id();
+        let r = fx
+            .post_store(
+                &[("content-type", content_type)],
+                event_envelope(&message_event(&id, content_type)),
+            )
+            .await;
+        assert_accepted(&r, &id, content_type);
+        assert_eq!(stored(&fx.app, fx.pid, &id), 1, "{content_type}");
+    }
 }
 
 #[tokio::test]

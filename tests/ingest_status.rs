@@ -974,3 +974,68 @@ async fn access_follows_the_management_api() {
     assert_refused(&r, 403, "deleted key");
     assert_serves(app, b, &spare, "spare key").await;
 }
+
+/// A project deleted while its events wait in the writer's open batch must not fail the other
+/// projects' events in that batch: they are answered 200 and stored.
+#[tokio::test]
+async fn project_deleted_while_its_events_are_queued() {
+    let app = spawn_app_with(|c| {
+        c.ingest.batch_interval_ms = 500;
+        c.ingest.batch_size = 1000;
+    })
+    .await;
+    let (doomed, doomed_key, _) = app.project_with_key("doomed").await;
+    let (kept, kept_key, _) = app.project_with_key("kept").await;
+    let writer = app.server.state.writer.clone();
+
+    let post = |pid: i64, key: &str| {
+        let client = app.client.clone();
+        let url = app.url(&envelope_path(pid));
+        let auth = sentry_auth(key);
+        let id = new_id();
+        let body = event_envelope(&message_event(&id, "queued"));
+        let task = tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .header("x-sentry-auth", auth)
+                .body(body)
+                .send()
+                .await
+                .expect("sent");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        });
+        (id, task)
+    };
+    let (_, doomed_task) = post(doomed, &doomed_key);
+    let (kept_id, kept_task) = post(kept, &kept_key);
+    // Both events are in the writer's hands (the batch stays open for 500 ms)...
+    while writer.depth() < 2 {
+        tokio::task::yield_now().await;
+    }
+    // ...when one of the projects is deleted.
+    let (s, b) = app
+        .call(
+            "DELETE",
+            &format!("/api/v4/projects/{doomed}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "delete project: {b}");
+
+    let (status, body) = kept_task.await.expect("task");
+    assert_eq!(status, 200, "the other project's event: {body}");
+    assert_eq!(stored(&app, kept, &kept_id), 1);
+    let (status, body) = doomed_task.await.expect("task");
+    assert_eq!(status, 200, "accepted before the project went away: {body}");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT COUNT(*) FROM events WHERE project_id = ?1",
+            [doomed]
+        ),
+        0,
+        "nothing stored for a deleted project"
+    );
+    assert_serves(&app, kept, &kept_key, "after the deletion").await;
+}

@@ -323,8 +323,7 @@ async fn ingest(
         return Err(IngestError::EmptyBody);
     }
     let is_envelope = endpoint == Endpoint::Envelope
-        || header_str(headers, "content-type")
-            .is_some_and(|ct| ct.starts_with("application/x-sentry-envelope"));
+        || header_str(headers, "content-type").is_some_and(is_envelope_type);
     let limit = if is_envelope {
         settings.max_envelope_bytes
     } else {
@@ -383,6 +382,13 @@ async fn ingest(
         }
     };
     Ok(id)
+}
+
+/// Whether a `Content-Type` names an envelope. Media types are case-insensitive (RFC 9110), and
+/// parameters such as `; charset=utf-8` may follow.
+fn is_envelope_type(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    media_type.eq_ignore_ascii_case("application/x-sentry-envelope")
 }
 
 fn write_error(e: WriteError) -> IngestError {

@@ -57,12 +57,25 @@ pub enum Record {
     UserReport(UserReportRecord),
 }
 
+impl Record {
+    pub fn project_id(&self) -> i64 {
+        match self {
+            Record::Event(e) => e.project_id,
+            Record::Attachment(a) => a.project_id,
+            Record::UserReport(u) => u.project_id,
+        }
+    }
+}
+
 /// What happened to one event of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventOutcome {
     Stored,
     /// An event with this id is already stored for the project (an SDK or proxy retry).
     Duplicate,
+    /// The project was deleted after the event was accepted; nothing was written for it, as
+    /// the deletion would have removed it anyway.
+    ProjectGone,
 }
 
 /// Writes batches into SQLite on the writer's own connection.
@@ -84,6 +97,16 @@ impl EventSink {
         let received_at = now_millis();
         let mut outcomes = Vec::with_capacity(jobs.len());
         {
+            // A project may be deleted between a handler accepting its event and this commit.
+            // Its records are skipped: inserting them would break the foreign key and fail the
+            // whole batch, every other project's events included.
+            let mut project_exists = tx.prepare_cached("SELECT 1 FROM projects WHERE id = ?1")?;
+            let mut live_project = |id: i64| -> StoreResult<bool> {
+                Ok(project_exists
+                    .query_row([id], |_| Ok(()))
+                    .optional()?
+                    .is_some())
+            };
             let mut exists =
                 tx.prepare_cached("SELECT 1 FROM events WHERE project_id = ?1 AND event_id = ?2")?;
             // A new error starts unresolved; an existing one counts the event, keeps the newest
@@ -128,7 +151,25 @@ impl EventSink {
             )?;
             for job in jobs {
                 let mut job_outcomes = Vec::new();
+                // Every record of a job comes from one request, hence one project; the lookup is
+                // still made per project id rather than assumed.
+                let mut checked: Option<(i64, bool)> = None;
                 for record in job.iter() {
+                    let project_id = record.project_id();
+                    let live = match checked {
+                        Some((id, live)) if id == project_id => live,
+                        _ => {
+                            let live = live_project(project_id)?;
+                            checked = Some((project_id, live));
+                            live
+                        }
+                    };
+                    if !live {
+                        if matches!(record, Record::Event(_)) {
+                            job_outcomes.push(EventOutcome::ProjectGone);
+                        }
+                        continue;
+                    }
                     match record {
                         Record::Event(e) => {
                             let dup = exists
