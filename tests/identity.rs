@@ -44,6 +44,12 @@ fn project_body(
     })
 }
 
+/// Status and JSON body of a response sent with reqwest directly.
+async fn status_and_json(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("JSON body"))
+}
+
 fn forbidden() -> Value {
     json!({"message": "403 Forbidden"})
 }
@@ -208,7 +214,18 @@ async fn creating_projects() {
             Body::None,
         )
         .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    let public_key = r.body["public_key"].as_str().unwrap_or_default();
+    let dsn = format!(
+        "http://{public_key}@{}/errortracking/api/v1/projects/5",
+        app.server.addr
+    );
+    assert_eq!(
+        (r.status, &r.body),
+        (
+            201,
+            &json!({"id": 1, "active": true, "public_key": public_key, "sentry_dsn": dsn})
+        )
+    );
 }
 
 #[tokio::test]
@@ -1001,7 +1018,11 @@ async fn a_configured_admin_token_works_on_a_fresh_directory() {
         .send()
         .await
         .expect("send");
-    assert_eq!(r.status(), 201);
+    let (status, user) = status_and_json(r).await;
+    assert_eq!(
+        (status, &user["username"], &user["is_admin"]),
+        (201, &json!("alice"), &json!(false))
+    );
     server.shutdown().await.expect("clean shutdown");
 
     // Starting again with the same token neither fails nor registers it twice.
@@ -1235,11 +1256,11 @@ async fn offline_admin_commands() {
     let r = send(reqwest::Method::GET, "/api/v4/user", &secret)
         .await
         .expect("send");
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json::<Value>().await.expect("json")["username"],
-        json!("alice")
-    );
+    let alice_user = json!({
+        "id": 1, "username": "alice", "name": "alice", "email": null, "state": "active",
+        "is_admin": false, "created_at": alice["created_at"],
+    });
+    assert_eq!(status_and_json(r).await, (200, alice_user));
     // alice owns the project, so she may manage error tracking on it.
     let r = send(
         reqwest::Method::POST,
@@ -1248,7 +1269,11 @@ async fn offline_admin_commands() {
     )
     .await
     .expect("send");
-    assert_eq!(r.status(), 201);
+    let (status, key) = status_and_json(r).await;
+    assert_eq!(
+        (status, &key["id"], &key["active"]),
+        (201, &json!(1), &json!(true))
+    );
     // bob is a Maintainer with a read_api token: reads work, writes do not.
     let r = send(
         reqwest::Method::GET,
@@ -1257,15 +1282,7 @@ async fn offline_admin_commands() {
     )
     .await
     .expect("send");
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json::<Value>()
-            .await
-            .expect("json")
-            .as_array()
-            .map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(status_and_json(r).await, (200, json!([key])));
     let r = send(
         reqwest::Method::POST,
         "/api/v4/projects/1/error_tracking/client_keys",
@@ -1273,7 +1290,12 @@ async fn offline_admin_commands() {
     )
     .await
     .expect("send");
-    assert_eq!(r.status(), 403);
+    let insufficient_scope = json!({
+        "error": "insufficient_scope",
+        "error_description": "The request requires higher privileges than provided by the access token.",
+        "scope": "api",
+    });
+    assert_eq!(status_and_json(r).await, (403, insufficient_scope));
 
     // Revoking offline takes effect on the running server at once: tokens are not cached.
     let revoked = admin_cli(d, &["revoke-token", "--id", "1"])
@@ -1283,8 +1305,7 @@ async fn offline_admin_commands() {
     let r = send(reqwest::Method::GET, "/api/v4/user", &secret)
         .await
         .expect("send");
-    assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.expect("json"), unauthorized());
+    assert_eq!(status_and_json(r).await, (401, unauthorized()));
     server.shutdown().await.expect("clean shutdown");
 }
 

@@ -64,11 +64,11 @@ async fn every_route_answers() {
 
     // Identity.
     let me = app.send("GET", "/api/v4/user", admin, Body::None).await;
-    assert_eq!(me.status, 200);
-    assert_eq!(
-        (&me.body["id"], &me.body["username"], &me.body["is_admin"]),
-        (&json!(1), &json!("root"), &json!(true))
-    );
+    let root_user = json!({
+        "id": 1, "username": "root", "name": "Administrator", "email": null, "state": "active",
+        "is_admin": true, "created_at": me.body["created_at"],
+    });
+    assert_eq!((me.status, &me.body), (200, &root_user));
     let user = app.create_user("alice", false).await;
     let p = app.create_project("Route Check", "team").await;
     let id = p["id"].as_i64().expect("id");
@@ -142,7 +142,18 @@ async fn every_route_answers() {
     let keys = format!("/api/v4/projects/{id}/error_tracking/client_keys");
     check(&app, "GET", &keys, alice_auth, Body::None, 200, &json!([])).await;
     let key = app.send("POST", &keys, alice_auth, Body::None).await;
-    assert_eq!(key.status, 201, "{}", key.body);
+    let public_key = key.body["public_key"].as_str().unwrap_or_default();
+    let expected_key = json!({
+        "id": key.body["id"].as_i64().expect("integer id"),
+        "active": true,
+        "public_key": public_key,
+        "sentry_dsn": format!("http://{public_key}@{}/errortracking/api/v1/projects/{id}", app.server.addr),
+    });
+    assert_eq!((key.status, &key.body), (201, &expected_key));
+    assert!(
+        public_key.len() == 37 && public_key.starts_with("glet_"),
+        "{public_key}"
+    );
     check(
         &app,
         "GET",
@@ -193,7 +204,13 @@ async fn every_route_answers() {
             Body::None,
         )
         .await;
-    assert_eq!(tokens.status, 200);
+    let first = &tokens.body[0];
+    let listed = json!([{
+        "id": first["id"].as_i64().expect("token id"), "name": "test", "revoked": false,
+        "created_at": first["created_at"], "scopes": ["api"], "user_id": user.id,
+        "active": true, "expires_at": null,
+    }]);
+    assert_eq!((tokens.status, &tokens.body), (200, &listed));
     let token_id = tokens.body[0]["id"].as_i64().expect("token id");
     check(
         &app,
@@ -385,7 +402,12 @@ async fn check_route(
         Route::DeleteKey => Some(app.create_key(numeric_id).await),
         _ => None,
     };
-    let keys_before = app.keys(numeric_id).await;
+    let key_route = matches!(route, Route::ListKeys | Route::CreateKey | Route::DeleteKey);
+    let keys_before = if key_route {
+        app.keys(numeric_id).await
+    } else {
+        Vec::new()
+    };
     let (method, path) = match route {
         Route::GetSettings => ("GET", settings.clone()),
         Route::PutSettings => ("PUT", format!("{settings}?active=true&integrated=false")),
@@ -401,8 +423,28 @@ async fn check_route(
     let context = format!("{route:?} on {project} as {auth:?} expecting {expect:?}");
     if let Some((status, body)) = refused {
         assert_eq!((r.status, &r.body), (status, &body), "{context}");
-        // A refused request changed nothing.
-        assert_eq!(app.keys(numeric_id).await, keys_before, "{context}");
+        // A refused write changed nothing.
+        match route {
+            Route::CreateKey | Route::DeleteKey => {
+                assert_eq!(app.keys(numeric_id).await, keys_before, "{context}")
+            }
+            Route::PutSettings | Route::PatchSettings => {
+                let now = app
+                    .send(
+                        "GET",
+                        &format!("/api/v4/projects/{numeric_id}/error_tracking/settings"),
+                        Auth::Private(&app.admin_token),
+                        Body::None,
+                    )
+                    .await;
+                assert_eq!(
+                    (now.status, &now.body),
+                    (200, &setting(true, false)),
+                    "{context}"
+                );
+            }
+            Route::GetSettings | Route::ListKeys => {}
+        }
         return;
     }
     match route {
@@ -655,6 +697,7 @@ async fn tokens_are_accepted_in_header_bearer_and_query() {
         .await
         .expect("send");
     assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.expect("json"), setting(true, false));
     let r = app
         .client
         .get(app.url(&settings))

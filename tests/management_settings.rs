@@ -524,7 +524,8 @@ async fn active_integrated_setting_creates_exactly_one_first_key() {
                 Body::None,
             )
             .await;
-        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        let expected = setting(q.starts_with("active=true"), q.ends_with("integrated=true"));
+        assert_eq!((r.status, &r.body), (200, &expected), "{q}");
         assert_eq!(app.keys(id).await, Vec::<Value>::new(), "{q}");
     }
 
