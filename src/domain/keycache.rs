@@ -89,9 +89,14 @@ impl KeyCache {
             .insert(setting.project_id, (setting.active, setting.integrated));
     }
 
+    /// A deleted project's keys are refused like deleted keys (403), until the next start.
     pub fn remove_project(&self, project_id: i64) {
         self.settings.remove(&project_id);
-        self.keys.retain(|_, e| e.project_id != project_id);
+        self.keys.iter_mut().for_each(|mut e| {
+            if e.project_id == project_id {
+                e.active = false;
+            }
+        });
     }
 
     pub fn key_count(&self) -> usize {
@@ -173,7 +178,7 @@ mod tests {
         });
         assert_eq!(c.check(K1, 5), KeyDecision::SettingDisabled);
         c.remove_project(5);
-        assert_eq!(c.check(K1, 5), KeyDecision::Unknown);
+        assert_eq!(c.check(K1, 5), KeyDecision::Inactive);
     }
 
     #[test]
