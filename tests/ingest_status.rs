@@ -282,6 +282,20 @@ async fn authentication_and_access_refusals() {
             400,
         ),
         case(
+            "project id with a sign",
+            envelope_path(format!("+{pid}")),
+            auth(key),
+            event_body(),
+            400,
+        ),
+        case(
+            "project id too large",
+            envelope_path("99999999999999999999"),
+            auth(key),
+            event_body(),
+            400,
+        ),
+        case(
             "project id with trailing letters",
             envelope_path(format!("{pid}x")),
             auth(key),
@@ -714,10 +728,14 @@ async fn success_bodies() {
     let r = post_event(&fx.app, pid, key, &message_event(&id, "hello")).await;
     assert_accepted(&r, &id, "event");
     assert_cors(&r, "200");
-    assert!(
-        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-        "32 hex"
-    );
+    // The answer's id is always 32 lowercase hex, whatever form the SDK wrote it in.
+    let dashed = uuid::Uuid::parse_str(&new_id())
+        .expect("uuid")
+        .hyphenated()
+        .to_string()
+        .to_uppercase();
+    let r = post_event(&fx.app, pid, key, &message_event(&dashed, "dashed")).await;
+    assert_accepted(&r, &dashed.replace('-', "").to_lowercase(), "dashed id");
     let r = send(
         &fx.app,
         "POST",

@@ -303,7 +303,7 @@ async fn ingest(
     project_id: &str,
     req: Request,
 ) -> Result<Option<String>, IngestError> {
-    let project_id: i64 = project_id.parse().map_err(|_| IngestError::BadProjectId)?;
+    let project_id = parse_project_id(project_id).ok_or(IngestError::BadProjectId)?;
     let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     let auth = auth::resolve_auth(
@@ -382,6 +382,15 @@ async fn ingest(
         }
     };
     Ok(id)
+}
+
+/// A project id is a run of ASCII digits. `str::parse` alone would also take `+5` and `-5`,
+/// which no DSN contains and which would be refused later for a misleading reason.
+fn parse_project_id(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
 }
 
 /// Whether a `Content-Type` names an envelope. Media types are case-insensitive (RFC 9110), and
