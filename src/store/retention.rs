@@ -194,3 +194,153 @@ async fn batch<T: Send + 'static>(
 async fn pause(took: Duration) {
     tokio::time::sleep(took.max(MIN_PAUSE)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ingest::{EventRecord, EventSink, Record};
+
+    fn event(n: u64, fingerprint: i64, occurred_at: i64) -> Record {
+        Record::Event(EventRecord {
+            project_id: 1,
+            event_id: format!("{n:032x}"),
+            fingerprint,
+            name: "E".into(),
+            description: "d".into(),
+            actor: "a".into(),
+            platform: None,
+            level: None,
+            environment: None,
+            release: None,
+            message: None,
+            is_message: false,
+            user_identity: Some(format!("id:{n}")),
+            occurred_at,
+            payload: b"{}".to_vec(),
+        })
+    }
+
+    fn count(store: &SqliteStore, sql: &str) -> i64 {
+        store
+            .run_blocking(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn deletes_in_batches_and_keeps_what_is_recent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), Default::default()).expect("store");
+        store
+            .run_blocking(|c| {
+                c.execute_batch(
+                    "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
+                     VALUES (1, 'p', 'p', 'g', 'g/p', 0)",
+                )?;
+                Ok(())
+            })
+            .expect("project");
+        let day = 86_400_000;
+        let now = 1_000 * day;
+        // 2,500 old events over errors 1 (old only) and 2 (old and new), more than two batches,
+        // then 10 recent events of error 2 and 1 of error 3.
+        let mut sink = EventSink::open(store.options()).expect("sink");
+        let old: Vec<Record> = (0..2500)
+            .map(|n| event(n, 1 + (n % 2) as i64, now - 40 * day + n as i64))
+            .collect();
+        let new: Vec<Record> = (2500..2511)
+            .map(|n| event(n, if n == 2510 { 3 } else { 2 }, now - day))
+            .collect();
+        sink.write_batch(&[&old, &new]).expect("write");
+        // The sink stamps `received_at` with the wall clock; age the first 2,500 as if they
+        // had arrived 40 days before `now`, the others a day before.
+        store
+            .run_blocking(move |c| {
+                c.execute(
+                    "UPDATE events SET received_at = occurred_at WHERE id <= 2500",
+                    [],
+                )?;
+                c.execute(
+                    "UPDATE events SET received_at = ?1 WHERE id > 2500",
+                    [now - day],
+                )?;
+                Ok(())
+            })
+            .expect("age");
+        assert!(count(&store, "SELECT COUNT(*) FROM error_hourly") > 2);
+
+        let report = retention_pass(&store, now, 30).await.expect("pass");
+        assert_eq!(report.events, 2500);
+        assert_eq!(report.errors, 1, "error 1 had only old events");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM events"), 11);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM errors"), 2);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM errors WHERE fingerprint IN (2, 3)"
+            ),
+            2
+        );
+        // Error 2's hours from 40 days ago are gone; the recent hour stays.
+        let cutoff_hour = (now - 30 * day) / 1000;
+        assert_eq!(
+            count(
+                &store,
+                &format!("SELECT COUNT(*) FROM error_hourly WHERE hour < {cutoff_hour}")
+            ),
+            0
+        );
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM error_hourly"), 2);
+        assert!(report.hourly_rows > 0);
+        // Error 1's users went with it.
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM error_users u LEFT JOIN errors e ON e.id = u.error_id WHERE e.id IS NULL"),
+            0
+        );
+
+        let again = retention_pass(&store, now, 30).await.expect("pass");
+        assert_eq!(again, RetentionReport::default(), "nothing left to delete");
+    }
+
+    /// A retention batch holding the write lock must make the ingestion writer wait, not fail:
+    /// the writer's batch reads before it writes, and a deferred transaction in that position
+    /// would get SQLITE_BUSY at once instead of waiting.
+    #[test]
+    fn a_writer_batch_waits_for_a_retention_batch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), Default::default()).expect("store");
+        store
+            .run_blocking(|c| {
+                c.execute_batch(
+                    "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
+                     VALUES (1, 'p', 'p', 'g', 'g/p', 0)",
+                )?;
+                Ok(())
+            })
+            .expect("project");
+        let mut sink = EventSink::open(store.options()).expect("sink");
+        sink.write_batch(&[&[event(1, 1, 0)]]).expect("first event");
+
+        let opts = store.options().clone();
+        let (locked, wait_locked) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let mut conn = open_connection(&opts).expect("connection");
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .expect("lock");
+            tx.execute("DELETE FROM events WHERE id = -1", [])
+                .expect("write");
+            locked.send(()).expect("signal");
+            std::thread::sleep(Duration::from_millis(300));
+            tx.commit().expect("commit");
+        });
+        wait_locked.recv().expect("holder has the lock");
+        let started = Instant::now();
+        let out = sink.write_batch(&[&[event(2, 1, 0)]]);
+        holder.join().expect("holder");
+        assert!(out.is_ok(), "the writer waited instead of failing: {out:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "it did wait"
+        );
+    }
+}

@@ -44,7 +44,14 @@ pub struct SqliteOptions {
 
 /// Opens one connection with the pragmas every connection needs.
 pub fn open_connection(opts: &SqliteOptions) -> StoreResult<Connection> {
-    let conn = Connection::open(&opts.path)?;
+    let mut conn = Connection::open(&opts.path)?;
+    // Every transaction takes the write lock when it begins (BEGIN IMMEDIATE), on every
+    // connection: the writer's, the pool's and retention's. A deferred transaction that has read
+    // and then writes cannot wait for a lock another connection holds (SQLite answers
+    // SQLITE_BUSY at once, bypassing busy_timeout, to avoid a deadlock), so an ingestion batch
+    // would fail whenever a retention batch or a management write held the lock. An immediate
+    // one waits under busy_timeout instead. Reads outside transactions are unaffected.
+    conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     // WAL lets readers (the management and read APIs) run while the writer commits, and makes
     // each commit a sequential append instead of a rewrite of the main file.
     conn.pragma_update(None, "journal_mode", "WAL")?;
