@@ -302,7 +302,7 @@ struct Framing {
     attachments: Vec<(&'static str, Vec<u8>)>,
 }
 
-async fn check_framing(fx: &Fixture, case: &Framing) {
+async fn check(fx: &Fixture, case: &Framing) {
     let r = fx.post_envelope(&[], case.body.clone()).await;
     match case.events.first() {
         Some(first) => assert_accepted(&r, first, case.what),
@@ -457,7 +457,7 @@ async fn envelope_framing() {
         },
     ];
     for c in &cases {
-        check_framing(&fx, c).await;
+        check(&fx, c).await;
     }
     let total: usize = cases.iter().map(|c| c.events.len()).sum();
     assert_eq!(fx.events(), total as i64, "no other events stored");
