@@ -16,6 +16,7 @@
 //! - `FAULTLINE_BENCH_PAYLOADS` (`error-4k,message,large-200k`).
 //! - `FAULTLINE_BENCH_KEYS` (unset): e.g. `1000000`, also run the key-scale comparison.
 //! - `FAULTLINE_BENCH_PRELOAD_EVENTS` (unset): e.g. `5000000`, also run the database-size comparison.
+//! - `FAULTLINE_BENCH_SWEEP` (unset): e.g. `16,64,256,1024`, a closed-loop connection sweep.
 //! - `FAULTLINE_BENCH_NO_BUILD`: do not run `cargo build --release` first.
 //!
 //! Every other `FAULTLINE_*` variable reaches the server, e.g. `FAULTLINE_INGEST__ACK=queued`.
@@ -36,6 +37,7 @@ use hyper::header::HeaderValue;
 
 const ADMIN_TOKEN: &str = "glpat-ingest-load-bench-0000";
 
+#[derive(Clone)]
 struct Settings {
     secs: u64,
     warmup_secs: u64,
@@ -44,6 +46,8 @@ struct Settings {
     payloads: Vec<Kind>,
     keys: Option<u64>,
     preload: Option<u64>,
+    /// Connection counts for an extra closed-loop sweep of the 4 KB event.
+    sweep: Vec<usize>,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -69,6 +73,9 @@ impl Settings {
             payloads,
             keys: env_num("FAULTLINE_BENCH_KEYS"),
             preload: env_num("FAULTLINE_BENCH_PRELOAD_EVENTS"),
+            sweep: std::env::var("FAULTLINE_BENCH_SWEEP")
+                .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+                .unwrap_or_default(),
         })
     }
 }
@@ -148,29 +155,26 @@ impl Sut {
         Ok(())
     }
 
-    fn target(
-        &self,
-        kind: Kind,
-        bodies: Arc<BodyFactory>,
-        counter: Arc<AtomicU64>,
-        nonce: u64,
-    ) -> Target {
+    fn target(&self, bodies: Arc<BodyFactory>, counter: Arc<AtomicU64>, nonce: u64) -> Target {
         target(
             self.proc.addr,
             self.project,
             &self.key,
-            kind,
             bodies,
             counter,
             nonce,
         )
     }
 
-    /// Compares stored events with acknowledged ones; prints the result loudly.
-    async fn check(&self, label: &str) -> anyhow::Result<bool> {
+    /// Stops the server, then compares stored events with acknowledged ones and prints the
+    /// result loudly. Stopping first lets the writer drain, so the check also holds when a 200
+    /// only means "queued" (`FAULTLINE_INGEST__ACK=queued`): an event acknowledged but not on
+    /// disk after a clean shutdown is lost.
+    async fn check(&mut self, label: &str) -> anyhow::Result<bool> {
         let m = api::metrics(self.proc.addr).await;
-        let accepted = api::metric(&m, "faultline_events_accepted_total") as u64;
         let dedup = api::metric(&m, "faultline_events_deduplicated_total") as u64;
+        self.proc.stop();
+        let accepted = api::metric(&m, "faultline_events_accepted_total") as u64;
         let rows = db::count_events(&self.db)?;
         let stored = rows - self.preexisting.min(rows);
         let ok = stored == self.acknowledged && dedup == 0;
@@ -178,7 +182,7 @@ impl Sut {
         if ok {
             println!(
                 "CHECK {label}: OK: {} events acknowledged with 200, {stored} stored \
-                 ({rows} rows in events, {} preloaded; /metrics events_accepted_total={accepted})",
+                 ({rows} rows in events, {} preloaded; events_accepted_total={accepted} before shutdown)",
                 self.acknowledged, self.preexisting
             );
         } else {
@@ -187,7 +191,7 @@ impl Sut {
             );
             println!(
                 "CHECK {label}: MISMATCH: {} events acknowledged with 200 but {stored} stored \
-                 ({rows} rows, {} preloaded; events_accepted_total={accepted}, deduplicated={dedup})",
+                 ({rows} rows, {} preloaded; events_accepted_total={accepted} before shutdown, deduplicated={dedup})",
                 self.acknowledged, self.preexisting
             );
             println!(
@@ -202,7 +206,6 @@ fn target(
     addr: SocketAddr,
     project: i64,
     key: &str,
-    _kind: Kind,
     bodies: Arc<BodyFactory>,
     counter: Arc<AtomicU64>,
     nonce: u64,
@@ -231,6 +234,8 @@ struct Phase {
     server_cpu_s: f64,
     client_cpu_s: f64,
     threads: Vec<(String, f64)>,
+    /// Seconds each server thread (group) was runnable but had no CPU.
+    waits: Vec<(String, f64)>,
     writer: Option<WriterFigures>,
 }
 
@@ -288,6 +293,7 @@ async fn phase(pid: u32, target: &Target, s: &Settings, mode: Mode, with_metrics
     let reset = procs::reset_peak(pid);
     let mem0 = procs::mem(pid);
     let threads0 = procs::thread_cpu(pid);
+    let waits0 = procs::thread_runq_wait(pid);
     let cpu0 = procs::process_cpu(pid, hz);
     let client0 = procs::process_cpu(me, hz);
     let m0 = if with_metrics {
@@ -299,6 +305,7 @@ async fn phase(pid: u32, target: &Target, s: &Settings, mode: Mode, with_metrics
     let cpu1 = procs::process_cpu(pid, hz);
     let client1 = procs::process_cpu(me, hz);
     let threads1 = procs::thread_cpu(pid);
+    let waits1 = procs::thread_runq_wait(pid);
     let mem1 = procs::mem(pid);
     let writer = if with_metrics {
         let m1 = api::metrics(target.addr).await;
@@ -333,6 +340,7 @@ async fn phase(pid: u32, target: &Target, s: &Settings, mode: Mode, with_metrics
         server_cpu_s: cpu1 - cpu0,
         client_cpu_s: client1 - client0,
         threads: procs::cpu_delta(&threads0, &threads1, hz),
+        waits: procs::cpu_delta(&waits0, &waits1, 1e9),
         writer,
         stats,
     }
@@ -396,10 +404,17 @@ fn print_details(p: &Phase) {
         .take(4)
         .map(|(n, s)| format!("{n} {:.0}%", s * 100.0 / secs))
         .collect();
+    let waits: Vec<String> = p
+        .waits
+        .iter()
+        .take(4)
+        .map(|(n, s)| format!("{n} {:.0}%", s * 100.0 / secs))
+        .collect();
     let mut line = format!(
-        "    server CPU {:.0}% of a core ({}), client CPU {:.0}%",
+        "    server CPU {:.0}% of a core ({}), waiting for a CPU ({}), client CPU {:.0}%",
         p.server_cpu_s * 100.0 / secs,
         threads.join(", "),
+        waits.join(", "),
         p.client_cpu_s * 100.0 / secs
     );
     if let Some(w) = &p.writer {
@@ -483,7 +498,6 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
             baseline.addr,
             sut.project,
             &sut.key,
-            kind,
             f.clone(),
             counter.clone(),
             nonce,
@@ -492,7 +506,7 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
         print_row(kind, "baseline", "closed", &base, None);
         print_details(&base);
 
-        let t = sut.target(kind, f.clone(), counter.clone(), nonce);
+        let t = sut.target(f.clone(), counter.clone(), nonce);
         let fl = phase(sut.proc.pid(), &t, s, Mode::Closed, true).await;
         sut.acknowledged += fl.stats.ok + fl.warm_ok;
         let ratio = fl.stats.rate() / base.stats.rate();
@@ -520,11 +534,23 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
         });
     }
 
+    let sweep_peaks = if s.sweep.is_empty() {
+        Vec::new()
+    } else {
+        sweep(s, &mut sut, nonce, counter.clone()).await
+    };
     println!("  load average after: {}", loadavg());
+    // Each phase resets VmHWM to report its own peak, so the run's peak is the largest of them
+    // (and of whatever is left since the last reset).
+    let peak_total = results
+        .iter()
+        .flat_map(|r| [r.fl.peak_kib, r.open.peak_kib])
+        .chain(sweep_peaks)
+        .chain([procs::mem(sut.proc.pid()).hwm_kib])
+        .max()
+        .unwrap_or(0);
     let mut all_ok = sut.check("main run").await?;
-    let peak_total = procs::mem(sut.proc.pid()).hwm_kib;
     summary(&results, peak_total);
-    sut.proc.stop();
     drop(baseline);
 
     if let Some(n) = s.keys {
@@ -543,6 +569,35 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
         }
     );
     Ok(all_ok)
+}
+
+/// With "200 means committed", each connection has one event in flight, so the closed-loop rate
+/// is bounded by connections / (batch wait + commit). Sweeping the connection count shows where
+/// faultline stops being latency-bound and becomes CPU- or writer-bound.
+async fn sweep(s: &Settings, sut: &mut Sut, nonce: u64, counter: Arc<AtomicU64>) -> Vec<u64> {
+    println!();
+    println!("CONNECTION SWEEP (4 KB event, faultline, closed loop)");
+    let f = Arc::new(BodyFactory::new(Kind::Error4k));
+    let t = sut.target(f, counter, nonce);
+    let mut peaks = Vec::new();
+    for &conns in &s.sweep {
+        let mut s = s.clone();
+        s.conns = conns;
+        let p = phase(sut.proc.pid(), &t, &s, Mode::Closed, true).await;
+        sut.acknowledged += p.stats.ok + p.warm_ok;
+        println!(
+            "  {conns:>5} connections: {:>6.0} ev/s, p50 {:.2} ms, p99 {:.2} ms, peak RSS {:.1} MB, {:.0} us CPU/event, non-200 {}",
+            p.stats.rate(),
+            p.stats.percentile_ms(50.0),
+            p.stats.percentile_ms(99.0),
+            mib(p.peak_kib),
+            p.cpu_us_per_event(),
+            p.stats.non_ok()
+        );
+        print_details(&p);
+        peaks.push(p.peak_kib);
+    }
+    peaks
 }
 
 /// Decodes one body the way the server does and checks its framing, so a broken payload
@@ -643,7 +698,7 @@ async fn key_scale(
         // The idle footprint right after start-up, and the peak reached while loading.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let idle = procs::mem(sut.proc.pid());
-        let t = sut.target(Kind::Error4k, f.clone(), counter.clone(), nonce);
+        let t = sut.target(f.clone(), counter.clone(), nonce);
         let p = phase(sut.proc.pid(), &t, s, Mode::Closed, true).await;
         sut.acknowledged += p.stats.ok + p.warm_ok;
         println!(
@@ -657,7 +712,6 @@ async fn key_scale(
         );
         ok &= sut.check(&format!("{keys} keys")).await?;
         rows.push((keys, startup, idle, p.stats.rate()));
-        sut.proc.stop();
     }
     let (k0, s0, m0, r0) = &rows[0];
     let (k1, s1, m1, r1) = &rows[1];
@@ -689,7 +743,7 @@ async fn preload(
     println!("DATABASE SIZE: empty vs {n} stored events (4 KB event, closed loop)");
     let f = Arc::new(BodyFactory::new(Kind::Error4k));
     let mut sut = Sut::start(bin).await?;
-    let t = sut.target(Kind::Error4k, f.clone(), counter.clone(), nonce);
+    let t = sut.target(f.clone(), counter.clone(), nonce);
     let empty = phase(sut.proc.pid(), &t, s, Mode::Closed, true).await;
     sut.acknowledged += empty.stats.ok + empty.warm_ok;
     println!(
@@ -712,7 +766,7 @@ async fn preload(
         size as f64 / 1e9,
         sut.proc.startup.as_secs_f64()
     );
-    let t = sut.target(Kind::Error4k, f.clone(), counter.clone(), nonce);
+    let t = sut.target(f.clone(), counter.clone(), nonce);
     let full = phase(sut.proc.pid(), &t, s, Mode::Closed, true).await;
     sut.acknowledged += full.stats.ok + full.warm_ok;
     println!(
@@ -729,6 +783,5 @@ async fn preload(
         verdict(ratio >= 0.8)
     );
     let ok = sut.check(&format!("{n} preloaded events")).await?;
-    sut.proc.stop();
     Ok(ok)
 }

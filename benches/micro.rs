@@ -73,6 +73,24 @@ fn extraction(c: &mut Criterion) {
         );
     }
     g.finish();
+    // A yardstick for the extraction figures: building a full `serde_json::Value` tree of the
+    // same document, which is what extraction exists to avoid.
+    let mut g = c.benchmark_group("reference/serde_json_value");
+    for kind in Kind::ALL {
+        let json = payloads::event_json(kind, 3, ID);
+        g.throughput(Throughput::Bytes(json.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(kind.name()),
+            json.as_bytes(),
+            |b, json| {
+                b.iter(|| {
+                    serde_json::from_slice::<serde_json::Value>(black_box(json))
+                        .map(|v| v.is_object())
+                })
+            },
+        );
+    }
+    g.finish();
 }
 
 fn fingerprinting(c: &mut Criterion) {

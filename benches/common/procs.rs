@@ -25,8 +25,12 @@ impl ServerProc {
         self.child.id()
     }
 
-    /// SIGTERM, then wait up to 30 s for a clean exit (the writer drains), then SIGKILL.
+    /// SIGTERM, then wait up to 30 s for a clean exit (the writer drains); idempotent.
     pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            // Already exited (and reaped): its pid may belong to someone else by now.
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
@@ -273,6 +277,40 @@ pub fn thread_cpu(pid: u32) -> Vec<(String, u64)> {
         match out.iter_mut().find(|(n, _)| *n == name) {
             Some(e) => e.1 += ticks,
             None => out.push((name, ticks)),
+        }
+    }
+    out
+}
+
+/// Time each thread of `pid` spent runnable but waiting for a CPU (the run-queue delay, second
+/// field of `/proc/<pid>/task/<tid>/schedstat`), by thread name, in nanoseconds. On a machine
+/// shared with other work this says how much of a phase the server was starved rather than busy.
+pub fn thread_runq_wait(pid: u32) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let (Ok(name), Ok(sched)) = (
+            std::fs::read_to_string(entry.path().join("comm")),
+            std::fs::read_to_string(entry.path().join("schedstat")),
+        ) else {
+            continue;
+        };
+        let wait = sched
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let name = name.trim();
+        let name = if name.starts_with("tokio-r") {
+            "tokio workers".to_string()
+        } else {
+            name.to_string()
+        };
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some(e) => e.1 += wait,
+            None => out.push((name, wait)),
         }
     }
     out
