@@ -9,10 +9,11 @@ one exception of another type from another site, and one warning message. So eac
 hold exactly those four event ids; the two repeated ones in one error with event_count 2, the
 other exception in a second error, the message as a message event (is_message=1).
 
-Prints one `ok`/`FAIL` line per check and, last, `compat: N passed, M failed`; exits 1 on any
-failure. Needs `brotli` importable to decode `br` bodies (run.sh uses the brotli venv's python).
-With --fixtures, writes one exception and one message request per client, decompressed, with the
-request line and headers in a sibling `.headers` file.
+Prints one `ok`/`FAIL` line per check (`KNOWN` for a listed server bug, see KNOWN_FAILURES) and,
+last, `compat: N passed, M failed`; exits 1 on any failure. Needs `brotli` importable to decode
+`br` bodies (run.sh uses the brotli venv's python). With --fixtures, writes one request per client
+and kind (see write_fixtures) with its encoding undone, and its request line and headers in a
+sibling `.headers` file.
 """
 
 import argparse
@@ -84,7 +85,9 @@ KNOWN_FAILURES = {
     ),
 }
 
-ROUTE = re.compile(r"^/errortracking/api/v1/projects/api/(\d+)/(envelope|store)/(\?.*)?$")
+# The SDKs derive `{prefix}/api/{id}/envelope/` (or `store/`) from the DSN
+# `.../errortracking/api/v1/projects/{id}`; the query holds the key for the Node SDK.
+ROUTE = re.compile(r"^/errortracking/api/v1/projects/api/(\d+)/(envelope|store)/?(\?.*)?$")
 
 
 class Results:
