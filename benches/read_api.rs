@@ -1,7 +1,9 @@
 //! Read API benchmark: fills a fresh database with 1,000,000 events over 10,000 errors of one
 //! project (straight through the writer's `EventSink`, in large transactions), then times the
 //! list requests of the issue through the real HTTP API of a running server and prints the
-//! median, 95th percentile and maximum of each.
+//! median, 95th percentile and maximum of each. Last, a retention pass deletes the oldest tenth
+//! of the events while events keep arriving, and the ingestion latency before and during the
+//! pass is printed: the pass must not stall the writer.
 //!
 //! `cargo bench --bench read_api`. Scale with `FAULTLINE_BENCH_EVENTS` (default 1000000) and
 //! `FAULTLINE_BENCH_ERRORS` (default 10000); `FAULTLINE_BENCH_RUNS` sets the timed runs per
@@ -265,12 +267,180 @@ async fn deep_page(
     Ok(path)
 }
 
+/// Latencies of ingestion requests, and how many were refused.
+#[derive(Default)]
+struct Probe {
+    ok: Vec<Duration>,
+    failed: usize,
+    first_failure: Option<String>,
+}
+
+/// Sends small events one after another until `stop` is set (or `max` were sent) and records
+/// each request's latency: ingestion answers after the commit, so a stalled or failing writer
+/// shows here at once.
+async fn ingest_until(
+    client: reqwest::Client,
+    url: String,
+    key: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max: usize,
+) -> anyhow::Result<Probe> {
+    let mut probe = Probe::default();
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < max {
+        n += 1;
+        let body = json!({
+            "event_id": uuid::Uuid::new_v4().simple().to_string(),
+            "message": format!("ingest probe {n}"),
+        });
+        let started = Instant::now();
+        let resp = client
+            .post(&url)
+            .header(
+                "X-Sentry-Auth",
+                format!("Sentry sentry_key={key}, sentry_version=7"),
+            )
+            .body(body.to_string())
+            .send()
+            .await?;
+        let status = resp.status();
+        let answer = resp.bytes().await?;
+        if status.is_success() {
+            probe.ok.push(started.elapsed());
+        } else {
+            probe.failed += 1;
+            probe
+                .first_failure
+                .get_or_insert_with(|| format!("{status} {}", String::from_utf8_lossy(&answer)));
+        }
+    }
+    Ok(probe)
+}
+
+fn summary(probe: Probe) -> String {
+    let mut samples = probe.ok;
+    let failed = match (probe.failed, probe.first_failure) {
+        (0, _) => String::new(),
+        (n, Some(first)) => format!(", {n} FAILED (first: {first})"),
+        (n, None) => format!(", {n} FAILED"),
+    };
+    if samples.is_empty() {
+        return format!("no successful requests{failed}");
+    }
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "{} requests, median {} ms, p99 {} ms, max {} ms{failed}",
+        samples.len(),
+        ms(pick(0.5)),
+        ms(pick(0.99)),
+        ms(*samples.last().unwrap_or(&Duration::ZERO))
+    )
+}
+
+/// Deletes the oldest tenth of the events with a retention pass while events keep arriving,
+/// and reports the pass and the ingestion latency before and during it.
+async fn retention_under_load(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    dir: &Path,
+    project_id: i64,
+    events: u64,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let settings = client
+        .put(format!(
+            "{base}/api/v4/projects/{project_id}/error_tracking/settings?active=true&integrated=true"
+        ))
+        .header("PRIVATE-TOKEN", token)
+        .send()
+        .await?;
+    if !settings.status().is_success() {
+        bail!("settings: {}", settings.status());
+    }
+    let keys: Value = client
+        .get(format!(
+            "{base}/api/v4/projects/{project_id}/error_tracking/client_keys"
+        ))
+        .header("PRIVATE-TOKEN", token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = keys[0]["public_key"]
+        .as_str()
+        .context("a client key")?
+        .to_owned();
+    let url = format!("{base}/api/{project_id}/store/");
+
+    let baseline = ingest_until(
+        client.clone(),
+        url.clone(),
+        key.clone(),
+        Arc::new(AtomicBool::new(false)),
+        300,
+    )
+    .await
+    .context("ingestion before the retention pass")?;
+
+    // The fill stamped each of its transactions with one receive time. The cutoff is the
+    // receive time of the transaction after the one holding the event a tenth of the way in, so
+    // the pass deletes about the oldest tenth (whole fill transactions).
+    let db = dir.join("faultline.db");
+    let cutoff: Option<i64> = rusqlite::Connection::open(&db)?.query_row(
+        "SELECT MIN(received_at) FROM events
+         WHERE received_at > (SELECT received_at FROM events WHERE id = ?1)",
+        [(events / 10).max(1) as i64],
+        |r| r.get(0),
+    )?;
+    let Some(cutoff) = cutoff else {
+        println!("\nretention pass: skipped, the fill was a single transaction");
+        return Ok(());
+    };
+    let store = faultline::store::SqliteStore::open(dir, Synchronous::Normal)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(ingest_until(
+        client.clone(),
+        url,
+        key,
+        stop.clone(),
+        usize::MAX,
+    ));
+    let started = Instant::now();
+    let report =
+        faultline::store::retention::retention_pass(&store, cutoff + 86_400_000, 1).await?;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let during = load.await?.context("ingestion during the retention pass")?;
+    println!();
+    println!(
+        "retention pass: {} events deleted in {:.1} s ({:.0} events/s, {} errors emptied)",
+        report.events,
+        took.as_secs_f64(),
+        report.events as f64 / took.as_secs_f64(),
+        report.errors
+    );
+    println!("  ingestion before the pass: {}", summary(baseline));
+    println!("  ingestion during the pass: {}", summary(during));
+    Ok(())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // Server errors, if any, go to stderr; `RUST_LOG` can ask for more.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let events = env_u64("FAULTLINE_BENCH_EVENTS", 1_000_000).max(1);
     let errors = env_u64("FAULTLINE_BENCH_ERRORS", 10_000).clamp(1, events);
     let runs = env_u64("FAULTLINE_BENCH_RUNS", 50).max(1) as usize;
@@ -385,6 +555,7 @@ async fn main() -> anyhow::Result<()> {
             t.items
         );
     }
+    retention_under_load(&client, &base, &token, dir.path(), project_id, events).await?;
     server.shutdown().await?;
     Ok(())
 }
