@@ -189,3 +189,44 @@ async fn deleted_key_is_refused_on_the_next_event() {
         .expect("send");
     assert_eq!(resp.status(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_key_stays_refused_as_disabled_after_a_restart() {
+    let app = spawn_app().await;
+    let (project_id, key, _) = app.project_with_key("restart").await;
+    let keys = app.keys(project_id).await;
+    let key_id = keys[0]["id"].as_i64().expect("key id");
+    let (status, _) = app
+        .call(
+            "DELETE",
+            &format!("/api/v4/projects/{project_id}/error_tracking/client_keys/{key_id}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        app.keys(project_id).await.is_empty(),
+        "a deleted key is no longer listed"
+    );
+
+    let dir = app.dir;
+    app.server.shutdown().await.expect("clean shutdown");
+    let server = common::spawn_on_dir(dir.path(), |_| {}).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/{project_id}/store/", server.addr))
+        .header(
+            "X-Sentry-Auth",
+            format!("Sentry sentry_key={key}, sentry_version=7"),
+        )
+        .body(r#"{"message":"x"}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.status(),
+        403,
+        "still refused as a disabled key, not an unknown one"
+    );
+    server.shutdown().await.expect("clean shutdown");
+}

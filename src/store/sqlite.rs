@@ -203,6 +203,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (error_id, user_hash)
     ) WITHOUT ROWID;
     "#,
+    // 3: deleted client keys are kept (inactive, with the deletion time) so that after a restart
+    // the key cache still knows them and ingestion keeps answering 403 "disabled", not 401
+    // "unknown". The management API no longer lists them.
+    r#"
+    ALTER TABLE client_keys ADD COLUMN deleted_at INTEGER;
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.
@@ -827,21 +833,29 @@ impl Store for SqliteStore {
     ) -> StoreResult<Page<ClientKey>> {
         self.run(move |c| {
             let total: i64 = c.query_row(
-                "SELECT COUNT(*) FROM client_keys WHERE project_id = ?1",
+                "SELECT COUNT(*) FROM client_keys WHERE project_id = ?1 AND deleted_at IS NULL",
                 [project_id],
                 |r| r.get(0),
             )?;
             let offset = page.saturating_sub(1).saturating_mul(per_page);
             let mut st = c.prepare(&format!(
-                "SELECT {KEY_COLS} FROM client_keys WHERE project_id = ?1 ORDER BY id LIMIT ?2 OFFSET ?3"
+                "SELECT {KEY_COLS} FROM client_keys WHERE project_id = ?1 AND deleted_at IS NULL
+                 ORDER BY id LIMIT ?2 OFFSET ?3"
             ))?;
             let items = st
                 .query_map(
-                    params![project_id, per_page as i64, offset.min(i64::MAX as u64) as i64],
+                    params![
+                        project_id,
+                        per_page as i64,
+                        offset.min(i64::MAX as u64) as i64
+                    ],
                     key_row,
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Page { items, total: total as u64 })
+            Ok(Page {
+                items,
+                total: total as u64,
+            })
         })
         .await
     }
@@ -857,14 +871,18 @@ impl Store for SqliteStore {
             let key = tx
                 .query_row(
                     &format!(
-                        "SELECT {KEY_COLS} FROM client_keys WHERE id = ?1 AND project_id = ?2"
+                        "SELECT {KEY_COLS} FROM client_keys
+                     WHERE id = ?1 AND project_id = ?2 AND deleted_at IS NULL"
                     ),
                     [key_id, project_id],
                     key_row,
                 )
                 .optional()?;
             if key.is_some() {
-                tx.execute("DELETE FROM client_keys WHERE id = ?1", [key_id])?;
+                tx.execute(
+                    "UPDATE client_keys SET active = 0, deleted_at = ?2 WHERE id = ?1",
+                    params![key_id, now_millis()],
+                )?;
             }
             tx.commit()?;
             Ok(key)
