@@ -134,7 +134,10 @@ pub struct IngestConfig {
     pub queue_capacity: usize,
     /// Most events committed in one transaction. Default 512.
     pub batch_size: usize,
-    /// Longest an event waits for its batch to fill, milliseconds. Default 5.
+    /// Longest the writer waits for more events to fill a batch once it holds one, in
+    /// milliseconds. Default 0: commit as soon as nothing more is waiting. That is still group
+    /// commit (events arriving during a commit share the next one) and measured fastest: waiting
+    /// 5 ms capped 64 connections at about one batch per 10 ms.
     pub batch_interval_ms: u64,
     /// Events a key may send per minute; 0 (default) = unlimited.
     pub rate_limit_per_minute: u32,
@@ -150,7 +153,7 @@ impl Default for IngestConfig {
             ack: AckMode::Committed,
             queue_capacity: 10_000,
             batch_size: 512,
-            batch_interval_ms: 5,
+            batch_interval_ms: 0,
             rate_limit_per_minute: 0,
         }
     }
