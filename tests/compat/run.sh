@@ -55,7 +55,7 @@ cleanup() {
     exit $rc
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT TERM HUP PIPE
 
 log "work dir $work (kept on failure or with COMPAT_KEEP=1)"
 [[ -x "$bin" ]] || { log "no faultline binary at $bin (build it with cargo build --release)"; exit 1; }
