@@ -602,6 +602,14 @@ struct RawException<'a> {
     module: Str<'a>,
     #[serde(borrow)]
     stacktrace: Obj<RawStacktrace<'a>>,
+    mechanism: Obj<RawMechanism>,
+}
+
+/// Only `synthetic` matters: it marks an exception an SDK made up to carry a stack trace.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawMechanism {
+    synthetic: Flag,
 }
 
 #[derive(Deserialize, Default)]
@@ -670,17 +678,27 @@ impl RawEvent<'_> {
             .find_map(|field| field.0.and_then(RawMessage::resolve))
             .unzip();
 
-        let mut exceptions = summarize_exceptions(self.exception);
+        let (mut exceptions, mut all_synthetic) = summarize_exceptions(self.exception);
         if exceptions.is_empty() {
-            exceptions = summarize_exceptions(self.legacy_exception);
+            (exceptions, all_synthetic) = summarize_exceptions(self.legacy_exception);
         }
 
-        let stack_frames = [self.stacktrace, self.legacy_stacktrace]
+        let mut stack_frames = [self.stacktrace, self.legacy_stacktrace]
             .into_iter()
             .filter_map(|stack| stack.0)
             .map(RawStacktrace::into_frames)
             .find(|frames| !frames.is_empty())
             .unwrap_or_else(|| thread_frames(self.threads.0));
+
+        // SDKs that attach stack traces to messages (Node's does by default) wrap the message in
+        // an exception marked `mechanism.synthetic`, with no type. That is still a message event:
+        // it groups by its message and its frames stand for its stack.
+        if all_synthetic && message.is_some() && !exceptions.is_empty() {
+            if stack_frames.is_empty() {
+                stack_frames = exceptions.pop().map(|e| e.frames).unwrap_or_default();
+            }
+            exceptions.clear();
+        }
 
         let user = self.user.0.or(self.legacy_user.0);
 
@@ -714,26 +732,37 @@ impl RawMessage<'_> {
     }
 }
 
-fn summarize_exceptions(field: ExceptionField<'_>) -> Vec<ExceptionSummary> {
-    field
+/// The exceptions worth keeping, and whether every one of them is synthetic.
+fn summarize_exceptions(field: ExceptionField<'_>) -> (Vec<ExceptionSummary>, bool) {
+    let mut all_synthetic = true;
+    let kept = field
         .0
         .into_iter()
-        .map(|raw| ExceptionSummary {
-            ty: text(raw.ty.0),
-            value: text(raw.value.0),
-            module: text(raw.module.0),
-            frames: raw
-                .stacktrace
-                .0
-                .map(RawStacktrace::into_frames)
-                .unwrap_or_default(),
+        .map(|raw| {
+            let synthetic = raw.mechanism.0.and_then(|m| m.synthetic.0).unwrap_or(false);
+            let summary = ExceptionSummary {
+                ty: text(raw.ty.0),
+                value: text(raw.value.0),
+                module: text(raw.module.0),
+                frames: raw
+                    .stacktrace
+                    .0
+                    .map(RawStacktrace::into_frames)
+                    .unwrap_or_default(),
+            };
+            (summary, synthetic)
         })
         // An exception with nothing in it (`{}`) says nothing to group or show, and keeping it
         // would turn a message event into an error.
-        .filter(|e| {
+        .filter(|(e, _)| {
             e.ty.is_some() || e.value.is_some() || e.module.is_some() || !e.frames.is_empty()
         })
-        .collect()
+        .map(|(e, synthetic)| {
+            all_synthetic &= synthetic;
+            e
+        })
+        .collect();
+    (kept, all_synthetic)
 }
 
 impl RawStacktrace<'_> {
@@ -1598,5 +1627,26 @@ mod tests {
         assert!(extract(quoted.as_bytes()).is_ok());
         let escaped = format!("{{\"message\":\"\\\"{}\"}}", "{".repeat(500));
         assert!(extract(escaped.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn synthetic_exception_around_a_message_is_a_message_event() {
+        let e = extract(
+            br#"{"message":"cache miss 42","exception":{"values":[{"value":"cache miss 42",
+            "mechanism":{"type":"generic","handled":true,"synthetic":true},
+            "stacktrace":{"frames":[{"function":"run","filename":"app.js","in_app":true}]}}]}}"#,
+        )
+        .expect("event parses");
+        assert!(e.is_message_event());
+        assert!(e.exceptions.is_empty());
+        assert_eq!(
+            e.stack_frames.len(),
+            1,
+            "the frames are kept as the event's stack"
+        );
+        // A real exception next to a message stays an error.
+        let e = extract(br#"{"message":"m","exception":{"values":[{"type":"E","value":"v"}]}}"#)
+            .expect("event parses");
+        assert!(!e.is_message_event());
     }
 }

@@ -76,14 +76,7 @@ EXPECT = {
 # Checks that fail because of a known server bug, by exact check name, with the reason. They are
 # printed as KNOWN and counted apart; one that starts passing is a failure, so that whoever fixed
 # the server also removes it from here (and the suite goes back to being strict).
-KNOWN_FAILURES = {
-    "node: stored: the message is a message event (is_message=1, level warning, its text)": (
-        "@sentry/node 11 (its core Client) defaults attachStacktrace to true, so captureMessage sends"
-        " exception.values[0] = {value: <message>, stacktrace, mechanism: {synthetic: true}} with"
-        " no type; faultline counts any exception as an error (is_message=0). See"
-        " tests/fixtures/sdk/node-message.envelope"
-    ),
-}
+KNOWN_FAILURES = {}
 
 # The SDKs derive `{prefix}/api/{id}/envelope/` (or `store/`) from the DSN
 # `.../errortracking/api/v1/projects/{id}`; the query holds the key for the Node SDK.
