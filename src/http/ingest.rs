@@ -278,7 +278,7 @@ async fn read_body(
     body: Body,
     headers: &HeaderMap,
     s: &IngestSettings,
-) -> Result<Vec<u8>, IngestError> {
+) -> Result<axum::body::Bytes, IngestError> {
     // A declared length over the limit is refused before reading anything.
     if let Some(len) = header_str(headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
         if len > s.max_compressed_bytes {
@@ -292,7 +292,8 @@ async fn read_body(
             Err(IngestError::BodyTooLarge)
         }
         Ok(Err(_)) => Err(IngestError::BodyRead),
-        Ok(Ok(collected)) => Ok(collected.to_bytes().to_vec()),
+        // The collected body is handed on as it is: no copy of a possibly large request.
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 
