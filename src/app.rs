@@ -72,9 +72,13 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     let store = open_store(&config)?;
     let initial_admin_token = bootstrap_admin(&store, &config).await?;
 
-    let keys = store.all_keys().await.context("loading client keys")?;
     let settings = store.all_settings().await.context("loading settings")?;
-    let cache = KeyCache::load(keys, settings);
+    let cache = Arc::new(KeyCache::load([], settings));
+    let filling = cache.clone();
+    store
+        .for_each_key(Box::new(move |key| filling.upsert_key(&key)))
+        .await
+        .context("loading client keys")?;
     tracing::info!(keys = cache.key_count(), "key cache loaded");
 
     let listener = TcpListener::bind(config.listen)
@@ -99,7 +103,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     let retention_store = store.clone();
     let state = AppState {
         store: Arc::new(store),
-        keys: Arc::new(cache),
+        keys: cache,
         metrics,
         external_url,
         writer: writer.handle(),

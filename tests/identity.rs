@@ -345,7 +345,15 @@ async fn reading_and_deleting_projects() {
     .await;
     // Its keys are gone from the database, and ingestion no longer accepts them (what
     // ingestion answers exactly is checked in management_keys.rs).
-    let remaining = app.server.state.store.all_keys().await.expect("keys");
+    let collected = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = collected.clone();
+    app.server
+        .state
+        .store
+        .for_each_key(Box::new(move |k| sink.lock().expect("lock").push(k)))
+        .await
+        .expect("keys");
+    let remaining = collected.lock().expect("lock").clone();
     assert!(
         remaining.iter().all(|k| k.project_id != id),
         "{remaining:?}"

@@ -242,6 +242,7 @@ pub trait Store: ReadStore + Send + Sync + 'static {
     async fn create_key(&self, project_id: i64, public_key: String) -> StoreResult<ClientKey>;
     /// Deletes the key if it belongs to the project; returns it.
     async fn delete_key(&self, project_id: i64, key_id: i64) -> StoreResult<Option<ClientKey>>;
-    /// Every key of every project, for the in-memory key cache at start-up.
-    async fn all_keys(&self) -> StoreResult<Vec<ClientKey>>;
+    /// Calls `each` with every key of every project, row by row, for the in-memory key cache at
+    /// start-up. Streaming keeps a million keys from being held twice (rows and cache) at once.
+    async fn for_each_key(&self, each: Box<dyn FnMut(ClientKey) + Send>) -> StoreResult<()>;
 }

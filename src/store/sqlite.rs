@@ -890,11 +890,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn all_keys(&self) -> StoreResult<Vec<ClientKey>> {
-        self.run(|c| {
+    async fn for_each_key(&self, mut each: Box<dyn FnMut(ClientKey) + Send>) -> StoreResult<()> {
+        self.run(move |c| {
             let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM client_keys"))?;
-            let rows = st.query_map([], key_row)?.collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            for row in st.query_map([], key_row)? {
+                each(row?);
+            }
+            Ok(())
         })
         .await
     }
