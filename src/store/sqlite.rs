@@ -209,6 +209,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE client_keys ADD COLUMN deleted_at INTEGER;
     "#,
+    // 4: retention finds old attachments and user reports by age without scanning the tables.
+    r#"
+    CREATE INDEX attachments_received ON attachments(received_at);
+    CREATE INDEX user_reports_received ON user_reports(received_at);
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.
