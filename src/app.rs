@@ -213,16 +213,7 @@ pub async fn bootstrap_admin(
             Some(_) => anyhow::bail!(
                 "a non-administrator user named root exists; cannot attach admin_token to it"
             ),
-            None => {
-                store
-                    .create_user(NewUser {
-                        username: "root".into(),
-                        name: "Administrator".into(),
-                        email: None,
-                        is_admin: true,
-                    })
-                    .await?
-            }
+            None => store.create_user(root_user()).await?,
         };
         store
             .create_token(NewToken {
@@ -239,14 +230,7 @@ pub async fn bootstrap_admin(
     if store.user_count().await? > 0 {
         return Ok(None);
     }
-    let root = store
-        .create_user(NewUser {
-            username: "root".into(),
-            name: "Administrator".into(),
-            email: None,
-            is_admin: true,
-        })
-        .await?;
+    let root = store.create_user(root_user()).await?;
     let secret = tokens::generate_token();
     store
         .create_token(NewToken {
@@ -261,6 +245,16 @@ pub async fn bootstrap_admin(
     write_secret_file(&path, &secret)?;
     tracing::info!(file = %path.display(), "created administrator 'root'; its token was written to the file");
     Ok(Some(secret))
+}
+
+/// The administrator every fresh installation gets.
+fn root_user() -> NewUser {
+    NewUser {
+        username: "root".into(),
+        name: "Administrator".into(),
+        email: None,
+        is_admin: true,
+    }
 }
 
 /// Writes `secret` to `path`, readable by the owner only. The mode is set at creation, so the

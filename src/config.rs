@@ -128,9 +128,9 @@ pub struct IngestConfig {
     pub max_attachment_bytes: usize,
     /// When a 200 is sent: `committed` (default) or `queued`.
     pub ack: AckMode,
-    /// Events waiting for the writer before ingestion answers 503. Default 10 000: about two
-    /// seconds of a fast disk's worth of events, bounded memory (events are at most 1 MiB and
-    /// usually a few KiB).
+    /// Ingestion requests not yet committed (queued or in the open batch) before ingestion
+    /// answers 503. Default 10 000: about a second of events at full speed, bounded memory
+    /// (an event is at most 1 MiB and usually a few KiB).
     pub queue_capacity: usize,
     /// Most events committed in one transaction. Default 512.
     pub batch_size: usize,

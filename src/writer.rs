@@ -207,28 +207,28 @@ fn run_loop(
                 }
             }
         }
-        let n = batch.len();
-        commit(&mut sink, &mut batch, &metrics);
-        let left = depth.fetch_sub(n, Ordering::SeqCst) - n;
-        metrics.queue_depth.set(left as i64);
+        commit(&mut sink, &mut batch, &depth, &metrics);
     }
     // Drain whatever is still queued (jobs submitted before `closed` was set).
     while let Ok(msg) = rx.try_recv() {
         if let Message::Job { records, reply } = msg {
             batch.push(Pending { records, reply });
             if batch.len() >= config.batch_size {
-                commit(&mut sink, &mut batch, &metrics);
+                commit(&mut sink, &mut batch, &depth, &metrics);
             }
         }
     }
     if !batch.is_empty() {
-        commit(&mut sink, &mut batch, &metrics);
+        commit(&mut sink, &mut batch, &depth, &metrics);
     }
     tracing::debug!("writer stopped");
 }
 
-fn commit(sink: &mut EventSink, batch: &mut Vec<Pending>, metrics: &Metrics) {
-    if batch.is_empty() {
+/// Writes one batch, answers its jobs, and releases their places in the queue (`depth`), so
+/// the count stays right on every path, the shutdown drain included.
+fn commit(sink: &mut EventSink, batch: &mut Vec<Pending>, depth: &AtomicUsize, metrics: &Metrics) {
+    let n = batch.len();
+    if n == 0 {
         return;
     }
     let started = Instant::now();
@@ -269,6 +269,8 @@ fn commit(sink: &mut EventSink, batch: &mut Vec<Pending>, metrics: &Metrics) {
             }
         }
     }
+    let left = depth.fetch_sub(n, Ordering::SeqCst) - n;
+    metrics.queue_depth.set(left as i64);
 }
 
 fn log_store_error(e: &StoreError) {

@@ -92,6 +92,17 @@ pub fn path_from_name(name: &str) -> String {
     out.trim_matches(|c| c == '-' || c == '.').to_owned()
 }
 
+/// Grape's answer for absent required parameters: `"<name> is missing"` for each, joined by
+/// `, `. `absent` pairs each parameter with whether it is absent.
+fn missing(absent: &[(&str, bool)]) -> ApiError {
+    let names: Vec<String> = absent
+        .iter()
+        .filter(|(_, a)| *a)
+        .map(|(n, _)| format!("{n} is missing"))
+        .collect();
+    ApiError::BadParams(names.join(", "))
+}
+
 fn require_admin(caller: &Caller) -> ApiResult<()> {
     if caller.is_admin() {
         Ok(())
@@ -204,15 +215,12 @@ pub async fn add_member(
     params.check_body()?;
     let user_id = params.int("user_id")?;
     let level = params.int("access_level")?;
-    let (user_id, level) = match (user_id, level) {
-        (Some(u), Some(l)) => (u, l),
-        (None, Some(_)) => return Err(ApiError::BadParams("user_id is missing".into())),
-        (Some(_), None) => return Err(ApiError::BadParams("access_level is missing".into())),
-        (None, None) => {
-            return Err(ApiError::BadParams(
-                "user_id is missing, access_level is missing".into(),
-            ))
-        }
+    let absent = [
+        ("user_id", user_id.is_none()),
+        ("access_level", level.is_none()),
+    ];
+    let (Some(user_id), Some(level)) = (user_id, level) else {
+        return Err(missing(&absent));
     };
     if !AccessLevel::is_valid(level) {
         return Err(ApiError::BadParams(
@@ -287,15 +295,9 @@ pub async fn create_user(State(state): State<AppState>, params: Params) -> ApiRe
     params.check_body()?;
     let username = params.string("username").filter(|s| !s.is_empty());
     let name = params.string("name").filter(|s| !s.is_empty());
-    let mut missing = Vec::new();
-    if username.is_none() {
-        missing.push("username is missing");
-    }
-    if name.is_none() {
-        missing.push("name is missing");
-    }
+    let absent = [("username", username.is_none()), ("name", name.is_none())];
     let (Some(username), Some(name)) = (username, name) else {
-        return Err(ApiError::BadParams(missing.join(", ")));
+        return Err(missing(&absent));
     };
     if !valid_segment(&username) {
         return Err(ApiError::Invalid(json!({"username": ["is not valid"]})));
@@ -341,15 +343,9 @@ pub async fn create_token(
         .map_err(|_| ApiError::BadParams("user_id is invalid".into()))?;
     let name = params.string("name").filter(|s| !s.is_empty());
     let scopes = params.list("scopes").filter(|s| !s.is_empty());
+    let absent = [("name", name.is_none()), ("scopes", scopes.is_none())];
     let (Some(name), Some(scopes)) = (name, scopes) else {
-        let mut missing = Vec::new();
-        if params.string("name").filter(|s| !s.is_empty()).is_none() {
-            missing.push("name is missing");
-        }
-        if params.list("scopes").filter(|s| !s.is_empty()).is_none() {
-            missing.push("scopes is missing");
-        }
-        return Err(ApiError::BadParams(missing.join(", ")));
+        return Err(missing(&absent));
     };
     if !scopes.iter().all(|s| tokens::SCOPES.contains(&s.as_str())) {
         return Err(ApiError::BadParams(

@@ -351,8 +351,7 @@ async fn ingest(
         }
         envelope_records(state, project_id, &env)?
     } else {
-        let key = key_id.ok_or(IngestError::MissingKey)?;
-        key_id = Some(key);
+        key_id.ok_or(IngestError::MissingKey)?;
         state.metrics.item("event");
         let ev = decode_store_body(&decoded, settings.max_event_bytes)?;
         let record = event_record(project_id, Some(&ev.event_id), ev.json)?;
