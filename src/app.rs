@@ -17,7 +17,7 @@ use crate::domain::ratelimit::RateLimiter;
 use crate::domain::tokens;
 use crate::http::ingest::IngestSettings;
 use crate::http::serve::{serve, ServeConfig};
-use crate::http::{self, AppState};
+use crate::http::{self, AppParts, AppState};
 use crate::metrics::Metrics;
 use crate::store::ingest::EventSink;
 use crate::store::sqlite::SqliteOptions;
@@ -101,7 +101,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     .context("starting the writer thread")?;
 
     let retention_store = store.clone();
-    let state = AppState {
+    let state = AppState::new(AppParts {
         store: Arc::new(store),
         keys: cache,
         metrics,
@@ -116,7 +116,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
             ack: config.ingest.ack,
             body_timeout: std::time::Duration::from_secs(config.http.body_timeout_secs),
         }),
-    };
+    });
     let router = http::router(state.clone());
     let (tx, rx) = watch::channel(false);
     // Deletes data older than `retention.days` in the background; stops with the server.

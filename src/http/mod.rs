@@ -28,9 +28,28 @@ use crate::metrics::{Metrics, RequestLabels};
 use crate::store::Store;
 use crate::writer::WriterHandle;
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need. Axum clones the state for every extractor and middleware of
+/// every request, so it is one `Arc` (one reference count to bump) rather than a struct of
+/// several `Arc`s and an owned URL.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     pub store: Arc<dyn Store>,
     pub keys: Arc<KeyCache>,
     pub metrics: Arc<Metrics>,
