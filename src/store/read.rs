@@ -495,9 +495,7 @@ fn list_error_events(
     Ok(Some(KeysetPage { items, next }))
 }
 
-fn list_messages(conn: &Connection, q: &MessageQuery) -> StoreResult<KeysetPage<StoredMessage>> {
-    // Newest first along events_messages(project_id, is_message, occurred_at DESC, id DESC).
-    // An event without a level is an error, as Sentry defines it (its SDKs leave the default out).
+fn list_messages_sql(q: &MessageQuery) -> (String, Vec<SqlValue>) {
     let mut args = vec![SqlValue::Integer(q.project_id)];
     let range = keyset_range(q.after, "<", &mut args);
     let sql = format!(
@@ -508,6 +506,14 @@ fn list_messages(conn: &Connection, q: &MessageQuery) -> StoreResult<KeysetPage<
         args.len() + 1
     );
     args.push(SqlValue::Integer(i64::from(q.limit) + 1));
+    (sql, args)
+}
+
+fn list_messages(conn: &Connection, q: &MessageQuery) -> StoreResult<KeysetPage<StoredMessage>> {
+    // Newest first along the partial index events_messages(project_id, occurred_at DESC, id DESC)
+    // WHERE is_message = 1; the query must name `is_message = 1` for SQLite to use it.
+    // An event without a level is an error, as Sentry defines it (its SDKs leave the default out).
+    let (sql, args) = list_messages_sql(q);
     let mut st = conn.prepare_cached(&sql)?;
     let mut items = st
         .query_map(params_from_iter(args), |r| {
@@ -686,6 +692,30 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn message_list_is_one_range_of_the_partial_index() {
+        let c = db();
+        for after in [None, Some(Keyset { key: 5, id: 5 })] {
+            let q = MessageQuery {
+                project_id: 1,
+                limit: 20,
+                after,
+            };
+            let (sql, args) = list_messages_sql(&q);
+            let mut st = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("explain");
+            let p = st
+                .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+                .expect("plan rows")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("plan")
+                .join("\n");
+            assert!(p.contains("events_messages"), "uses the partial index: {p}");
+            assert!(!p.contains("TEMP B-TREE"), "no sort step: {p}");
         }
     }
 
