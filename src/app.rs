@@ -19,6 +19,7 @@ use crate::http::ingest::IngestSettings;
 use crate::http::serve::{serve, ServeConfig};
 use crate::http::{self, AppParts, AppState};
 use crate::metrics::Metrics;
+use crate::store::checkpoint::Checkpointer;
 use crate::store::ingest::EventSink;
 use crate::store::sqlite::SqliteOptions;
 use crate::store::{NewToken, NewUser, SqliteStore, Store};
@@ -89,6 +90,8 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
 
     let metrics = Arc::new(Metrics::new());
     let sink = EventSink::open(store.options()).context("opening the writer's connection")?;
+    let checkpointer =
+        Checkpointer::start(store.options()).context("starting the checkpoint thread")?;
     let writer = Writer::start(
         sink,
         WriterConfig {
@@ -135,9 +138,12 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
         serve(listener, router, serve_config, rx).await;
         // Every request that was answered has had its records committed (or, in queued mode,
         // queued); the writer now drains the queue before the process may exit.
-        tokio::task::spawn_blocking(move || writer.shutdown())
-            .await
-            .context("writer shutdown")?;
+        tokio::task::spawn_blocking(move || {
+            writer.shutdown();
+            checkpointer.stop();
+        })
+        .await
+        .context("writer shutdown")?;
         Ok(())
     });
     tracing::info!(%addr, external_url = %state.external_url, "faultline listening on {addr}");

@@ -98,6 +98,13 @@ impl EventSink {
         // and error ids come from the upsert just before the events. Enforcing them here would
         // only repeat those lookups for every row, on the one thread all writes go through.
         conn.pragma_update(None, "foreign_keys", "OFF")?;
+        // Checkpoints are the background thread's job (see `checkpoint`); this one is only the
+        // backstop that lets the log restart from its beginning.
+        conn.pragma_update(
+            None,
+            "wal_autocheckpoint",
+            super::checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
+        )?;
         Ok(EventSink { conn })
     }
 

@@ -3,6 +3,7 @@
 //! backend with its versioned migrations. The batching writer for ingested events lives in
 //! [`crate::writer`] but its transaction body is here too ([`sqlite::EventSink`]).
 
+pub mod checkpoint;
 pub mod ingest;
 pub mod read;
 pub mod retention;
@@ -35,6 +36,8 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("the database is full")]
     Full,
+    #[error("could not start a database thread")]
+    Thread(#[source] std::io::Error),
 }
 
 impl StoreError {
