@@ -2,7 +2,10 @@
 //! under a byte limit that is enforced while decoding. Choosing the limit is left to the caller.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::io::{self, Read};
+
+use flate2::{Decompress, FlushDecompress, Status};
 
 /// A body encoding an SDK may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +78,7 @@ pub fn decode_body(
         ContentEncoding::Gzip => {
             // Multi-member gzip is what `cat a.gz b.gz` produces; a single-member decoder would
             // silently drop everything after the first member.
-            read_limited(flate2::read::MultiGzDecoder::new(body), limit)?
+            decode_gzip(body, limit)?
         }
         ContentEncoding::Deflate => decode_deflate(body, limit)?,
         ContentEncoding::Brotli => {
@@ -101,6 +104,212 @@ pub fn decode_body(
         }
     };
     Ok(Cow::Owned(decoded))
+}
+
+/// How much capacity to add, at least, when a body outgrows its first guess. Small enough that
+/// an under-sized guess costs little memory, large enough that a long body is not regrown many
+/// times.
+const MIN_GROWTH: usize = 16 * 1024;
+
+/// No deflate stream expands by more than about 1032 to 1: a length/distance pair of at most two
+/// bits' worth of input yields at most 258 bytes. A size hint above this multiple of the input
+/// is certainly a lie, so it is never used to size a buffer.
+const MAX_DEFLATE_RATIO: usize = 1032;
+
+/// What to reserve for a zlib or raw deflate body, which carries no size: JSON typically shrinks
+/// three to five times, so four times the input is usually enough in one go.
+const DEFLATE_GUESS_RATIO: usize = 4;
+
+/// gzip member framing (RFC 1952): fixed header, then flag-selected optional fields.
+const GZIP_HEADER_LEN: usize = 10;
+const GZIP_TRAILER_LEN: usize = 8;
+const GZIP_FHCRC: u8 = 1 << 1;
+const GZIP_FEXTRA: u8 = 1 << 2;
+const GZIP_FNAME: u8 = 1 << 3;
+const GZIP_FCOMMENT: u8 = 1 << 4;
+const GZIP_FRESERVED: u8 = 0xe0;
+
+thread_local! {
+    /// One inflate state per thread, reset for each body, because creating one allocates a
+    /// 32 KiB window plus the decoder's tables, which is not small next to inflating a few-KB
+    /// event. The state is taken out while in use, so a nested or panicking use can never share
+    /// it: the slot is simply empty then and a fresh state is made.
+    static INFLATER: Cell<Option<Decompress>> = const { Cell::new(None) };
+}
+
+/// Borrows this thread's inflate state, reset for a zlib (`zlib_header`) or raw deflate stream.
+fn with_inflater<T>(zlib_header: bool, f: impl FnOnce(&mut Decompress) -> T) -> T {
+    // `try_with` fails only while the thread is being torn down; a fresh state serves then.
+    let cached = INFLATER.try_with(Cell::take).ok().flatten();
+    let mut inflater = match cached {
+        Some(mut inflater) => {
+            inflater.reset(zlib_header);
+            inflater
+        }
+        None => Decompress::new(zlib_header),
+    };
+    let result = f(&mut inflater);
+    let _ = INFLATER.try_with(|slot| slot.set(Some(inflater)));
+    result
+}
+
+/// Decodes a (possibly multi-member) gzip body with the deflate data of each member inflated
+/// straight into the output buffer.
+///
+/// The last four bytes of a gzip stream hold the uncompressed size of its last member, which is
+/// the whole body's size in the usual single-member case. It only sizes the first allocation:
+/// it is capped by the limit and by the largest size the input could possibly expand to, and a
+/// wrong value merely means the buffer grows (or was larger than needed). The limit itself is
+/// enforced by never giving the inflater more room than the limit leaves.
+fn decode_gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let hint = match body.last_chunk::<4>() {
+        Some(size) => usize::try_from(u32::from_le_bytes(*size)).unwrap_or(usize::MAX),
+        None => 0,
+    };
+    let mut out = Vec::with_capacity(capped_hint(hint, body.len(), limit));
+    with_inflater(false, |inflater| {
+        let mut rest = body;
+        loop {
+            let header_len = gzip_header_len(rest)?;
+            let deflate = rest.get(header_len..).unwrap_or_default();
+            let start = out.len();
+            if start != 0 {
+                // Every member's deflate stream starts from an empty state.
+                inflater.reset(false);
+            }
+            let used = inflate_into(inflater, deflate, &mut out, limit)?;
+            let after = deflate.get(used..).unwrap_or_default();
+            let Some((trailer, next)) = after.split_first_chunk::<GZIP_TRAILER_LEN>() else {
+                return Err(corrupt("gzip member ends before its trailer"));
+            };
+            let member = &out[start..];
+            let mut crc = flate2::Crc::new();
+            crc.update(member);
+            let [c0, c1, c2, c3, s0, s1, s2, s3] = *trailer;
+            // ISIZE is the size modulo 2^32, so only the low 32 bits are compared.
+            if crc.sum() != u32::from_le_bytes([c0, c1, c2, c3])
+                || member.len() as u32 != u32::from_le_bytes([s0, s1, s2, s3])
+            {
+                return Err(corrupt("gzip member checksum or size mismatch"));
+            }
+            if next.is_empty() {
+                return Ok(());
+            }
+            // Anything after a member must be another member; trailing garbage is refused by
+            // the header check, as a streaming multi-member decoder would.
+            rest = next;
+        }
+    })?;
+    Ok(out)
+}
+
+/// Length of the gzip member header at the start of `data`, checked as RFC 1952 asks:
+/// magic, method 8, no reserved flag bits, and the header CRC-16 when one is present.
+fn gzip_header_len(data: &[u8]) -> Result<usize, DecodeError> {
+    let bad = || corrupt("invalid gzip header");
+    let fixed = data.get(..GZIP_HEADER_LEN).ok_or_else(bad)?;
+    if fixed[..3] != [0x1f, 0x8b, 8] || fixed[3] & GZIP_FRESERVED != 0 {
+        return Err(bad());
+    }
+    let flags = fixed[3];
+    let mut len = GZIP_HEADER_LEN;
+    if flags & GZIP_FEXTRA != 0 {
+        let xlen = data.get(len..len + 2).ok_or_else(bad)?;
+        len += 2 + usize::from(u16::from_le_bytes([xlen[0], xlen[1]]));
+    }
+    for field in [GZIP_FNAME, GZIP_FCOMMENT] {
+        if flags & field != 0 {
+            // Zero-terminated; the terminator belongs to the header.
+            let tail = data.get(len..).ok_or_else(bad)?;
+            len += memchr::memchr(0, tail).ok_or_else(bad)? + 1;
+        }
+    }
+    if flags & GZIP_FHCRC != 0 {
+        let covered = data.get(..len).ok_or_else(bad)?;
+        let stored = data.get(len..len + 2).ok_or_else(bad)?;
+        let mut crc = flate2::Crc::new();
+        crc.update(covered);
+        // The header CRC is the low 16 bits of the CRC-32 of the bytes before it.
+        if crc.sum() as u16 != u16::from_le_bytes([stored[0], stored[1]]) {
+            return Err(bad());
+        }
+        len += 2;
+    }
+    if len > data.len() {
+        return Err(bad());
+    }
+    Ok(len)
+}
+
+/// The first capacity to reserve for output: the hint, but never past the limit nor past what
+/// `input_len` bytes of deflate data could expand to.
+fn capped_hint(hint: usize, input_len: usize, limit: usize) -> usize {
+    hint.min(limit)
+        .min(input_len.saturating_mul(MAX_DEFLATE_RATIO))
+}
+
+/// Inflates the deflate stream at the start of `input` (with `inflater` freshly reset), appending
+/// its output to `out`, and returns how many input bytes the stream took.
+///
+/// `out` never holds more than `limit` bytes: the inflater only ever writes into its spare
+/// capacity, and that capacity is grown by hand up to the limit and no further. When the
+/// output fills the limit exactly, a one-byte probe tells a stream that is finished (only its
+/// end-of-block code remains) from one that would go on.
+fn inflate_into(
+    inflater: &mut Decompress,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, DecodeError> {
+    loop {
+        let (in_before, out_before, len_before) =
+            (inflater.total_in(), inflater.total_out(), out.len());
+        // The inflater never reports more input taken than it was given, so this is in bounds
+        // and the cast (of a count of bytes of a slice) is lossless.
+        let rest = input.get(in_before as usize..).unwrap_or_default();
+        let status = if out.len() < out.capacity().min(limit) {
+            // The whole input is here, so `Finish` lets the inflater skip keeping a copy of its
+            // window when the output fits in this one call.
+            inflater.decompress_vec(rest, out, FlushDecompress::Finish)
+        } else if out.len() < limit {
+            grow(out, limit);
+            continue;
+        } else {
+            let mut probe = [0u8; 1];
+            inflater.decompress(rest, &mut probe, FlushDecompress::Finish)
+        }
+        .map_err(|e| DecodeError::Corrupt(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        let produced = inflater.total_out() - out_before;
+        // More output than landed in `out` means the probe found a byte past the limit.
+        if out.len() > limit || produced > (out.len() - len_before) as u64 {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        if status == Status::StreamEnd {
+            return Ok(inflater.total_in() as usize);
+        }
+        if inflater.total_in() == in_before && produced == 0 {
+            // Room to write, yet no progress: the input ended before the stream did.
+            return Err(DecodeError::Corrupt(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "deflate stream ends early",
+            )));
+        }
+    }
+}
+
+/// Adds capacity for more output: doubling keeps the number of regrowths logarithmic, the
+/// minimum step keeps a tiny first guess from regrowing in small steps, and the limit caps it.
+fn grow(out: &mut Vec<u8>, limit: usize) {
+    let target = out
+        .capacity()
+        .saturating_mul(2)
+        .max(out.len() + MIN_GROWTH)
+        .min(limit);
+    out.reserve_exact(target.saturating_sub(out.len()));
+}
+
+fn corrupt(message: &'static str) -> DecodeError {
+    DecodeError::Corrupt(io::Error::new(io::ErrorKind::InvalidData, message))
 }
 
 /// Internal buffer of the brotli decoder; 4 KiB is its customary size and large enough that
@@ -132,22 +341,32 @@ fn is_large_window_brotli(body: &[u8]) -> bool {
 /// deflate matches only by accident; if the zlib attempt fails as corrupt we still try raw.
 pub(super) fn decode_deflate(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     if looks_like_zlib(body) {
-        match read_limited(flate2::read::ZlibDecoder::new(body), limit) {
+        match inflate_whole(true, body, limit) {
             Err(DecodeError::Corrupt(zlib_err)) => {
                 // Report the zlib error: if raw deflate fails too, the body was most likely
                 // meant as zlib and the zlib message is the useful one.
-                read_limited(flate2::read::DeflateDecoder::new(body), limit).map_err(|raw_err| {
-                    match raw_err {
-                        DecodeError::Corrupt(_) => DecodeError::Corrupt(zlib_err),
-                        other => other,
-                    }
+                inflate_whole(false, body, limit).map_err(|raw_err| match raw_err {
+                    DecodeError::Corrupt(_) => DecodeError::Corrupt(zlib_err),
+                    other => other,
                 })
             }
             other => other,
         }
     } else {
-        read_limited(flate2::read::DeflateDecoder::new(body), limit)
+        inflate_whole(false, body, limit)
     }
+}
+
+/// Inflates a whole zlib (`zlib_header`) or raw deflate body. These carry no size, so the first
+/// buffer is a guess from the input size. Bytes after the end of the stream are ignored, as the
+/// streaming reader used before did.
+fn inflate_whole(zlib_header: bool, body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let guess = body.len().saturating_mul(DEFLATE_GUESS_RATIO);
+    let mut out = Vec::with_capacity(capped_hint(guess, body.len(), limit));
+    with_inflater(zlib_header, |inflater| {
+        inflate_into(inflater, body, &mut out, limit)
+    })?;
+    Ok(out)
 }
 
 fn looks_like_zlib(body: &[u8]) -> bool {
@@ -553,6 +772,276 @@ mod tests {
         assert_eq!(&*decoded, SAMPLE);
     }
 
+    /// The streaming decoders the one-shot paths replaced, kept as the reference they must agree
+    /// with.
+    fn reference_gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+        read_limited(flate2::read::MultiGzDecoder::new(body), limit)
+    }
+
+    fn reference_deflate(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+        if looks_like_zlib(body) {
+            match read_limited(flate2::read::ZlibDecoder::new(body), limit) {
+                Err(DecodeError::Corrupt(_)) => {
+                    read_limited(flate2::read::DeflateDecoder::new(body), limit)
+                }
+                other => other,
+            }
+        } else {
+            read_limited(flate2::read::DeflateDecoder::new(body), limit)
+        }
+    }
+
+    /// Same output, or the same kind of error.
+    fn same_outcome(
+        got: &Result<Vec<u8>, DecodeError>,
+        want: &Result<Vec<u8>, DecodeError>,
+    ) -> bool {
+        match (got, want) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(DecodeError::Corrupt(_)), Err(DecodeError::Corrupt(_))) => true,
+            (Err(DecodeError::TooLarge { limit: a }), Err(DecodeError::TooLarge { limit: b })) => {
+                a == b
+            }
+            _ => false,
+        }
+    }
+
+    fn gzip_owned(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+        decode_body(ContentEncoding::Gzip, body, limit).map(Cow::into_owned)
+    }
+
+    /// A gzip member with a header CRC and every optional field, written by hand because the
+    /// encoder here never sets FHCRC.
+    fn gzip_with_all_header_fields(data: &[u8]) -> Vec<u8> {
+        let mut member = vec![
+            0x1f,
+            0x8b,
+            8,
+            GZIP_FHCRC | GZIP_FEXTRA | GZIP_FNAME | GZIP_FCOMMENT,
+            0,
+            0,
+            0,
+            0,
+            0,
+            255,
+        ];
+        member.extend_from_slice(&3u16.to_le_bytes());
+        member.extend_from_slice(b"abc");
+        member.extend_from_slice(b"name.json\0");
+        member.extend_from_slice(b"a comment\0");
+        let mut crc = flate2::Crc::new();
+        crc.update(&member);
+        member.extend_from_slice(&(crc.sum() as u16).to_le_bytes());
+        member.extend(raw_deflate(data));
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        member.extend_from_slice(&crc.sum().to_le_bytes());
+        member.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        member
+    }
+
+    #[test]
+    fn gzip_header_fields_skipped_and_header_crc_checked() {
+        let body = gzip_with_all_header_fields(SAMPLE);
+        assert_eq!(gzip_owned(&body, MIB).unwrap(), SAMPLE);
+        assert_eq!(reference_gzip(&body, MIB).unwrap(), SAMPLE);
+        // A wrong header CRC (it sits just before the deflate data) is corruption.
+        let crc_at = 10 + 2 + 3 + 10 + 10;
+        let mut bad = body.clone();
+        bad[crc_at] ^= 1;
+        assert!(matches!(
+            gzip_owned(&bad, MIB),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn gzip_reserved_flag_corrupt() {
+        let mut body = gzip(SAMPLE);
+        body[3] |= 0x20;
+        assert!(matches!(
+            gzip_owned(&body, MIB),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn gzip_size_hint_too_small_grows() {
+        // The trailer at the end belongs to the last, tiny member, so the first buffer is far
+        // too small for the 200 KB before it.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut body = gzip(&big);
+        body.extend(gzip(b"!"));
+        let mut want = big.clone();
+        want.push(b'!');
+        assert_eq!(gzip_owned(&body, MIB).unwrap(), want);
+    }
+
+    #[test]
+    fn gzip_size_hint_too_large_still_exact() {
+        // Here the last member is the large one, so the hint overstates the first member.
+        let big = SAMPLE.repeat(500);
+        let mut body = gzip(b"head ");
+        body.extend(gzip(&big));
+        let mut want = b"head ".to_vec();
+        want.extend(&big);
+        assert_eq!(gzip_owned(&body, MIB).unwrap(), want);
+    }
+
+    #[test]
+    fn gzip_wrong_size_in_trailer_corrupt() {
+        let mut body = gzip(SAMPLE);
+        let at = body.len() - 4;
+        body[at..].copy_from_slice(&(SAMPLE.len() as u32 + 1).to_le_bytes());
+        assert!(matches!(
+            gzip_owned(&body, MIB),
+            Err(DecodeError::Corrupt(_))
+        ));
+        // The same with a size claiming 4 GiB: refused, and never a 4 GiB buffer (the cap
+        // below is what keeps it small).
+        body[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            gzip_owned(&body, usize::MAX),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn size_hint_capped_by_limit_and_expansion() {
+        assert_eq!(capped_hint(5000, 1700, MIB), 5000);
+        assert_eq!(capped_hint(5000, 1700, 4096), 4096);
+        assert_eq!(
+            capped_hint(usize::MAX, 20, usize::MAX),
+            20 * MAX_DEFLATE_RATIO
+        );
+        assert_eq!(capped_hint(usize::MAX, usize::MAX, 10), 10);
+        assert_eq!(capped_hint(0, 1700, MIB), 0);
+    }
+
+    #[test]
+    fn gzip_buffer_never_exceeds_limit() {
+        // A hint (the true size) beyond the limit must not size the buffer past the limit.
+        let compressed = gzip(&[7u8; 1000]);
+        let decoded = decode_body(ContentEncoding::Gzip, &compressed, 1000).unwrap();
+        assert!(matches!(&decoded, Cow::Owned(v) if v.capacity() <= 1000));
+    }
+
+    #[test]
+    fn gzip_every_truncation_corrupt() {
+        let body = gzip(&SAMPLE.repeat(20));
+        for cut in 0..body.len() {
+            let got = gzip_owned(&body[..cut], MIB);
+            assert!(
+                matches!(got, Err(DecodeError::Corrupt(_))),
+                "cut {cut}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn gzip_multi_member_truncations() {
+        let first = gzip(b"first ");
+        let mut body = first.clone();
+        body.extend(gzip(&SAMPLE.repeat(5)));
+        for cut in 0..body.len() {
+            let got = gzip_owned(&body[..cut], MIB);
+            if cut == first.len() {
+                // A cut right after a member leaves a complete, shorter body.
+                assert_eq!(got.unwrap(), b"first ");
+            } else {
+                assert!(
+                    matches!(got, Err(DecodeError::Corrupt(_))),
+                    "cut {cut}: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_trailing_garbage_corrupt() {
+        let mut body = gzip(SAMPLE);
+        body.extend_from_slice(b"\0\0\0\0");
+        assert!(matches!(
+            gzip_owned(&body, MIB),
+            Err(DecodeError::Corrupt(_))
+        ));
+        assert!(matches!(
+            reference_gzip(&body, MIB),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn gzip_multi_member_limit_counts_all_members() {
+        let mut body = gzip(&[1u8; 600]);
+        body.extend(gzip(&[2u8; 400]));
+        assert_eq!(gzip_owned(&body, 1000).unwrap().len(), 1000);
+        let err = gzip_owned(&body, 999).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { limit: 999 }));
+    }
+
+    #[test]
+    fn gzip_empty_member_and_empty_limit() {
+        let body = gzip(b"");
+        assert_eq!(gzip_owned(&body, 0).unwrap(), b"");
+        let err = gzip_owned(&gzip(b"x"), 0).unwrap_err();
+        assert!(matches!(err, DecodeError::TooLarge { limit: 0 }));
+    }
+
+    #[test]
+    fn zlib_and_raw_limits_exact() {
+        for compress in [zlib, raw_deflate] {
+            let body = compress(&[7u8; 1000]);
+            let ok = decode_deflate(&body, 1000).unwrap();
+            assert_eq!(ok.len(), 1000);
+            assert!(ok.capacity() <= 1000);
+            let err = decode_deflate(&body, 999).unwrap_err();
+            assert!(matches!(err, DecodeError::TooLarge { limit: 999 }));
+        }
+    }
+
+    #[test]
+    fn zlib_and_raw_truncated_as_before() {
+        // Every cut must give what the streaming reader gave: mostly corrupt, but a cut raw
+        // deflate stream can happen to parse as something else.
+        for compress in [zlib, raw_deflate] {
+            let body = compress(&SAMPLE.repeat(20));
+            for cut in 0..body.len() {
+                let got = decode_deflate(&body[..cut], MIB);
+                let want = reference_deflate(&body[..cut], MIB);
+                assert!(same_outcome(&got, &want), "cut {cut}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn deflate_output_larger_than_first_guess() {
+        // Zeros compress far more than four to one, so the first buffer must grow many times.
+        let data = vec![0u8; 300_000];
+        for compress in [zlib, raw_deflate] {
+            assert_eq!(decode_deflate(&compress(&data), MIB).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn reused_state_clean_after_failures() {
+        // The per-thread inflater is left mid-stream by each failure; the next body must not
+        // notice.
+        let good = gzip(SAMPLE);
+        let mut corrupt_body = gzip(&SAMPLE.repeat(20));
+        let mid = corrupt_body.len() / 2;
+        corrupt_body[mid] ^= 0xff;
+        let big = gzip(&[0u8; 100_000]);
+        for _ in 0..3 {
+            assert!(gzip_owned(&corrupt_body, MIB).is_err());
+            assert_eq!(gzip_owned(&good, MIB).unwrap(), SAMPLE);
+            assert!(gzip_owned(&big, 1000).is_err());
+            assert_eq!(decode_deflate(&zlib(SAMPLE), MIB).unwrap(), SAMPLE);
+            assert!(decode_deflate(&zlib(&[0u8; 100_000]), 10).is_err());
+            assert_eq!(decode_deflate(&raw_deflate(SAMPLE), MIB).unwrap(), SAMPLE);
+        }
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -586,6 +1075,49 @@ mod tests {
                     let compressed = encoder(enc)(&data);
                     let out = decode_body(enc, &compressed, data.len()).unwrap();
                     prop_assert_eq!(&*out, &data[..]);
+                }
+            }
+
+            #[test]
+            fn gzip_and_deflate_agree_with_streaming_reference(
+                data in proptest::collection::vec(any::<u8>(), 0..4096),
+                members in 1usize..3,
+                flips in proptest::collection::vec((any::<proptest::sample::Index>(), 1u8..=255), 0..3),
+                cut in proptest::option::of(any::<proptest::sample::Index>()),
+                limit in proptest::option::of(0usize..8192),
+            ) {
+                let limit = limit.unwrap_or(MIB);
+                let mut gz = Vec::new();
+                for _ in 0..members {
+                    gz.extend(gzip(&data));
+                }
+                for body in [gz, zlib(&data), raw_deflate(&data)] {
+                    let mut body = body;
+                    for (at, x) in &flips {
+                        let i = at.index(body.len());
+                        body[i] ^= x;
+                    }
+                    if let Some(cut) = cut {
+                        body.truncate(cut.index(body.len() + 1));
+                    }
+                    let got_gz = gzip_owned(&body, limit);
+                    let want_gz = reference_gzip(&body, limit);
+                    let got_def = decode_deflate(&body, limit);
+                    let want_def = reference_deflate(&body, limit);
+                    if limit == MIB || (flips.is_empty() && limit >= data.len() * members) {
+                        // Under a limit that admits all the output, outcomes must match
+                        // exactly.
+                        prop_assert!(same_outcome(&got_gz, &want_gz), "gzip {:?} vs {:?}", got_gz, want_gz);
+                        prop_assert!(same_outcome(&got_def, &want_def), "deflate {:?} vs {:?}", got_def, want_def);
+                    } else {
+                        // Near the limit, which of "too large" and "corrupt" is seen first may
+                        // differ with how much output each reads at once; success must not.
+                        prop_assert_eq!(got_gz.as_ref().ok(), want_gz.as_ref().ok());
+                        prop_assert_eq!(got_def.as_ref().ok(), want_def.as_ref().ok());
+                    }
+                    for out in [got_gz, got_def].into_iter().flatten() {
+                        prop_assert!(out.capacity() <= limit);
+                    }
                 }
             }
 
