@@ -18,39 +18,40 @@ use serde_json::Value;
 /// What an event says about itself, as far as grouping and the read API care.
 ///
 /// Every text field is `None` when the SDK sent nothing, an empty string, or a value of the wrong
-/// type.
+/// type. Text borrows from the payload when the JSON string had no escapes, which is nearly
+/// always; frames alone would otherwise cost a few allocations each.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventSummary {
-    pub event_id: Option<String>,
+pub struct EventSummary<'a> {
+    pub event_id: Option<Cow<'a, str>>,
     /// Unix seconds.
     pub timestamp: Option<f64>,
     /// One of `debug`, `info`, `warning`, `error`, `fatal` (aliases such as `warn` and Python's
     /// numeric logging levels are mapped; anything else reads as absent).
-    pub level: Option<String>,
-    pub platform: Option<String>,
-    pub environment: Option<String>,
-    pub release: Option<String>,
-    pub transaction: Option<String>,
+    pub level: Option<Cow<'a, str>>,
+    pub platform: Option<Cow<'a, str>>,
+    pub environment: Option<Cow<'a, str>>,
+    pub release: Option<Cow<'a, str>>,
+    pub transaction: Option<Cow<'a, str>>,
     /// The formatted message, with the parameters substituted when the SDK sent only a template and
     /// its parameters.
-    pub message: Option<String>,
+    pub message: Option<Cow<'a, str>>,
     /// The message without its parameters: `message.message` when an object carries one, else the
     /// formatted text.
-    pub message_template: Option<String>,
+    pub message_template: Option<Cow<'a, str>>,
     /// Oldest to newest, as sent: the last one is the exception that surfaced.
-    pub exceptions: Vec<ExceptionSummary>,
+    pub exceptions: Vec<ExceptionSummary<'a>>,
     /// The top-level stacktrace; when there is none, the stacktrace of the crashed (else the
     /// current, else the only) thread.
-    pub stack_frames: Vec<FrameSummary>,
+    pub stack_frames: Vec<FrameSummary<'a>>,
     /// `Some` whenever the SDK sent an array, even one whose entries were all skipped.
-    pub fingerprint: Option<Vec<String>>,
+    pub fingerprint: Option<Vec<Cow<'a, str>>>,
     /// Who was affected, for counting users: `id:`, `email:`, `username:` or `ip:` followed by the
     /// first of those the SDK sent. The prefix keeps a user id from matching someone's username.
-    pub user_identity: Option<String>,
-    pub logger: Option<String>,
+    pub user_identity: Option<Cow<'a, str>>,
+    pub logger: Option<Cow<'a, str>>,
 }
 
-impl EventSummary {
+impl EventSummary<'_> {
     /// A message event is one with no exception; the read API lists those separately.
     pub fn is_message_event(&self) -> bool {
         self.exceptions.is_empty()
@@ -58,24 +59,24 @@ impl EventSummary {
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ExceptionSummary {
-    pub ty: Option<String>,
-    pub value: Option<String>,
-    pub module: Option<String>,
+pub struct ExceptionSummary<'a> {
+    pub ty: Option<Cow<'a, str>>,
+    pub value: Option<Cow<'a, str>>,
+    pub module: Option<Cow<'a, str>>,
     /// Caller to callee: the last frame is where the exception was raised.
-    pub frames: Vec<FrameSummary>,
+    pub frames: Vec<FrameSummary<'a>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FrameSummary {
-    pub function: Option<String>,
-    pub module: Option<String>,
-    pub filename: Option<String>,
-    pub abs_path: Option<String>,
+pub struct FrameSummary<'a> {
+    pub function: Option<Cow<'a, str>>,
+    pub module: Option<Cow<'a, str>>,
+    pub filename: Option<Cow<'a, str>>,
+    pub abs_path: Option<Cow<'a, str>>,
     pub lineno: Option<u64>,
     pub in_app: Option<bool>,
-    pub context_line: Option<String>,
-    pub package: Option<String>,
+    pub context_line: Option<Cow<'a, str>>,
+    pub package: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +131,7 @@ fn nesting_exceeds(payload: &[u8], max: usize) -> bool {
 }
 
 /// Reads an event payload (one JSON object) into its summary.
-pub fn extract(payload: &[u8]) -> Result<EventSummary, EventError> {
+pub fn extract(payload: &[u8]) -> Result<EventSummary<'_>, EventError> {
     if nesting_exceeds(payload, MAX_DEPTH) {
         return Err(EventError::TooDeep);
     }
@@ -145,7 +146,9 @@ pub fn extract(payload: &[u8]) -> Result<EventSummary, EventError> {
         // cost does not matter.
         Err(err) if err.classify() == Category::Data => {
             let value: Value = serde_json::from_slice(payload).map_err(EventError::Json)?;
-            let event = Obj::<RawEvent<'_>>::deserialize(&value).map_err(EventError::Json)?;
+            // Read by value, so the text is moved out of the `Value` (which is dropped here)
+            // rather than borrowed from it.
+            let event = Obj::<RawEvent<'_>>::deserialize(value).map_err(EventError::Json)?;
             event
                 .0
                 .map(RawEvent::into_summary)
@@ -456,13 +459,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Values<T> {
 
 /// The `fingerprint` array: strings, and numbers written as text; other entries are skipped.
 #[derive(Default)]
-struct Fingerprint(Option<Vec<String>>);
+struct Fingerprint<'a>(Option<Vec<Cow<'a, str>>>);
 
-impl<'de> Lenient<'de> for Fingerprint {
+impl<'de: 'a, 'a> Lenient<'de> for Fingerprint<'a> {
     fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
-        let entries = List::<Text<'de>>::from_seq(seq)?;
-        let entries = entries.0.into_iter().filter_map(|entry| entry.0);
-        Ok(Fingerprint(Some(entries.map(Cow::into_owned).collect())))
+        let entries = List::<Text<'a>>::from_seq(seq)?;
+        Ok(Fingerprint(Some(
+            entries.0.into_iter().filter_map(|entry| entry.0).collect(),
+        )))
     }
 }
 
@@ -500,7 +504,13 @@ impl<'de: 'a, 'a> Lenient<'de> for ExceptionField<'a> {
     }
 }
 
-deserialize_leniently!(Str<'a>, Text<'a>, MessageField<'a>, ExceptionField<'a>);
+deserialize_leniently!(
+    Str<'a>,
+    Text<'a>,
+    Fingerprint<'a>,
+    MessageField<'a>,
+    ExceptionField<'a>,
+);
 
 impl<'de> Deserialize<'de> for Level {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -521,12 +531,6 @@ impl<'de> Deserialize<'de> for Flag {
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        lenient(d)
-    }
-}
-
-impl<'de> Deserialize<'de> for Fingerprint {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         lenient(d)
     }
@@ -569,7 +573,8 @@ struct RawEvent<'a> {
     legacy_stacktrace: Obj<RawStacktrace<'a>>,
     #[serde(borrow)]
     threads: Values<RawThread<'a>>,
-    fingerprint: Fingerprint,
+    #[serde(borrow)]
+    fingerprint: Fingerprint<'a>,
     #[serde(borrow)]
     user: Obj<RawUser<'a>>,
     #[serde(borrow, rename = "sentry.interfaces.User")]
@@ -664,13 +669,13 @@ struct RawUser<'a> {
 // From wire shapes to the summary.
 // ---------------------------------------------------------------------------------------------
 
-/// Owns a text field, reading blank text as absent.
-fn text(field: Option<Cow<'_, str>>) -> Option<String> {
-    field.filter(|s| !s.trim().is_empty()).map(Cow::into_owned)
+/// Reads blank text as absent.
+fn text(field: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
+    field.filter(|s| !s.trim().is_empty())
 }
 
-impl RawEvent<'_> {
-    fn into_summary(self) -> EventSummary {
+impl<'a> RawEvent<'a> {
+    fn into_summary(self) -> EventSummary<'a> {
         // `logentry` is the current name; `message` as an object is what older SDKs send and as a
         // string what many send today, so the more specific interfaces are asked first.
         let (message, message_template) = [self.logentry, self.legacy_message, self.message]
@@ -705,7 +710,7 @@ impl RawEvent<'_> {
         EventSummary {
             event_id: text(self.event_id.0),
             timestamp: self.timestamp.0,
-            level: self.level.0.map(str::to_owned),
+            level: self.level.0.map(Cow::Borrowed),
             platform: text(self.platform.0),
             environment: text(self.environment.0),
             release: text(self.release.0),
@@ -721,19 +726,23 @@ impl RawEvent<'_> {
     }
 }
 
-impl RawMessage<'_> {
+impl<'a> RawMessage<'a> {
     /// Returns the formatted message and its template, or `None` when neither text is present.
-    fn resolve(self) -> Option<(String, String)> {
+    fn resolve(self) -> Option<(Cow<'a, str>, Cow<'a, str>)> {
         let template = text(self.message.0);
-        let formatted = text(self.formatted.0)
-            .or_else(|| Some(substitute_params(template.as_deref()?, &self.params)))?;
+        let formatted = text(self.formatted.0).or_else(|| {
+            Some(Cow::Owned(substitute_params(
+                template.as_deref()?,
+                &self.params,
+            )))
+        })?;
         let template = template.unwrap_or_else(|| formatted.clone());
         Some((formatted, template))
     }
 }
 
 /// The exceptions worth keeping, and whether every one of them is synthetic.
-fn summarize_exceptions(field: ExceptionField<'_>) -> (Vec<ExceptionSummary>, bool) {
+fn summarize_exceptions(field: ExceptionField<'_>) -> (Vec<ExceptionSummary<'_>>, bool) {
     let mut all_synthetic = true;
     let kept = field
         .0
@@ -765,8 +774,8 @@ fn summarize_exceptions(field: ExceptionField<'_>) -> (Vec<ExceptionSummary>, bo
     (kept, all_synthetic)
 }
 
-impl RawStacktrace<'_> {
-    fn into_frames(self) -> Vec<FrameSummary> {
+impl<'a> RawStacktrace<'a> {
+    fn into_frames(self) -> Vec<FrameSummary<'a>> {
         present(self.frames)
             .into_iter()
             .map(|raw| FrameSummary {
@@ -785,8 +794,8 @@ impl RawStacktrace<'_> {
 
 /// Frames of the thread that best stands for the event: SDKs that attach a stack to a message
 /// (Python's `attach_stacktrace`, Java) put it on a thread rather than at the top level.
-fn thread_frames(threads: Vec<RawThread<'_>>) -> Vec<FrameSummary> {
-    let mut stacks: Vec<(bool, bool, Vec<FrameSummary>)> = threads
+fn thread_frames(threads: Vec<RawThread<'_>>) -> Vec<FrameSummary<'_>> {
+    let mut stacks: Vec<(bool, bool, Vec<FrameSummary<'_>>)> = threads
         .into_iter()
         .filter_map(|thread| {
             let frames = thread.stacktrace.0?.into_frames();
@@ -807,7 +816,7 @@ fn thread_frames(threads: Vec<RawThread<'_>>) -> Vec<FrameSummary> {
 }
 
 impl RawUser<'_> {
-    fn identity(self) -> Option<String> {
+    fn identity(self) -> Option<Cow<'static, str>> {
         // `{{auto}}` asks the server to fill in the client's address, which it cannot know from
         // the payload alone; it names no one.
         let ip = text(self.ip_address.0).filter(|ip| ip.trim() != "{{auto}}");
@@ -819,7 +828,7 @@ impl RawUser<'_> {
         ];
         candidates
             .into_iter()
-            .find_map(|(kind, value)| Some(format!("{kind}:{}", value?)))
+            .find_map(|(kind, value)| Some(Cow::Owned(format!("{kind}:{}", value?))))
     }
 }
 
@@ -1042,11 +1051,11 @@ fn days_since_epoch(year: i64, month: i64, day: i64) -> i64 {
 mod tests {
     use super::*;
 
-    fn s(text: &str) -> Option<String> {
-        Some(text.to_owned())
+    fn s(text: &str) -> Option<Cow<'static, str>> {
+        Some(Cow::Owned(text.to_owned()))
     }
 
-    fn frame(function: &str, module: &str, lineno: u64, in_app: bool) -> FrameSummary {
+    fn frame(function: &str, module: &str, lineno: u64, in_app: bool) -> FrameSummary<'static> {
         FrameSummary {
             function: s(function),
             module: s(module),
@@ -1056,7 +1065,7 @@ mod tests {
         }
     }
 
-    fn check(payload: &[u8], expected: EventSummary) {
+    fn check(payload: &[u8], expected: EventSummary<'_>) {
         let actual = extract(payload).expect("payload should parse");
         assert_eq!(actual, expected);
     }
@@ -1461,7 +1470,7 @@ mod tests {
 
     #[test]
     fn level_aliases_are_mapped() {
-        let level = |payload: &[u8]| extract(payload).expect("payload should parse").level;
+        let level = |payload: &'static [u8]| extract(payload).expect("payload should parse").level;
         assert_eq!(level(br#"{"level": "WARN"}"#), s("warning"));
         assert_eq!(level(br#"{"level": "critical"}"#), s("fatal"));
         assert_eq!(level(br#"{"level": 40}"#), s("error"));
@@ -1470,7 +1479,7 @@ mod tests {
 
     #[test]
     fn user_identity_prefers_id_then_email_then_username_then_ip() {
-        let identity = |payload: &[u8]| {
+        let identity = |payload: &'static [u8]| {
             extract(payload)
                 .expect("payload should parse")
                 .user_identity

@@ -211,7 +211,7 @@ impl Components {
 /// The module when the SDK names one (stable across deployments), else the file name, with what
 /// changes between builds removed: a `:line:column` suffix, a query string or fragment on a URL,
 /// and hashes and addresses (`main.3f2a1b9c.js`, Java's `$$Lambda/0x0000000800c4b440`).
-fn frame_location(frame: &FrameSummary) -> Cow<'_, str> {
+fn frame_location<'f>(frame: &'f FrameSummary<'_>) -> Cow<'f, str> {
     if let Some(module) = frame.module.as_deref() {
         return scan(module, Mode::HashesOnly);
     }
@@ -1122,11 +1122,11 @@ mod tests {
         use crate::domain::event::{ExceptionSummary, FrameSummary};
         use proptest::prelude::*;
 
-        fn text() -> impl Strategy<Value = Option<String>> {
-            prop::option::of("[ -~é]{0,16}")
+        fn text() -> impl Strategy<Value = Option<Cow<'static, str>>> {
+            prop::option::of("[ -~é]{0,16}").prop_map(|t| t.map(Cow::Owned))
         }
 
-        fn frame() -> impl Strategy<Value = FrameSummary> {
+        fn frame() -> impl Strategy<Value = FrameSummary<'static>> {
             (
                 text(),
                 text(),
@@ -1146,7 +1146,7 @@ mod tests {
                 })
         }
 
-        fn exception() -> impl Strategy<Value = ExceptionSummary> {
+        fn exception() -> impl Strategy<Value = ExceptionSummary<'static>> {
             (text(), text(), prop::collection::vec(frame(), 0..4)).prop_map(
                 |(ty, value, frames)| ExceptionSummary {
                     ty,
@@ -1157,7 +1157,7 @@ mod tests {
             )
         }
 
-        fn event() -> impl Strategy<Value = EventSummary> {
+        fn event() -> impl Strategy<Value = EventSummary<'static>> {
             (
                 text(),
                 text(),
@@ -1165,7 +1165,8 @@ mod tests {
                 prop::collection::vec(exception(), 0..3),
                 prop::collection::vec(frame(), 0..3),
                 prop::option::of(prop::collection::vec(
-                    prop_oneof![Just("{{ default }}".to_owned()), "[a-z]{0,4}"],
+                    prop_oneof![Just("{{ default }}".to_owned()), "[a-z]{0,4}"]
+                        .prop_map(Cow::Owned),
                     0..3,
                 )),
             )
