@@ -424,26 +424,29 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     }
 }
 
-/// An array whose elements are read as `T` (itself lenient); anything else is empty.
-struct List<T>(Vec<T>);
+/// An array of objects, each read as `T`; entries that are not objects are skipped, and anything
+/// but an array is empty.
+struct Objects<T>(Vec<T>);
 
-impl<T> Default for List<T> {
+impl<T> Default for Objects<T> {
     fn default() -> Self {
-        List(Vec::new())
+        Objects(Vec::new())
     }
 }
 
-impl<'de, T: Deserialize<'de>> Lenient<'de> for List<T> {
+impl<'de, T: Deserialize<'de>> Lenient<'de> for Objects<T> {
     fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        // Entries are dropped as they are read rather than filtered out afterwards: a frame is a
+        // large value, and every pass over the list would move each one again.
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(item) = seq.next_element::<T>()? {
-            items.push(item);
+        while let Some(item) = seq.next_element::<Obj<T>>()? {
+            items.extend(item.0);
         }
-        Ok(List(items))
+        Ok(Objects(items))
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for List<T> {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Objects<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         lenient(d)
     }
@@ -461,28 +464,24 @@ impl<T> Default for Values<T> {
 #[derive(Deserialize)]
 #[serde(default, bound = "T: Deserialize<'de>")]
 struct ValuesObject<T> {
-    values: List<Obj<T>>,
+    values: Objects<T>,
 }
 
 impl<T> Default for ValuesObject<T> {
     fn default() -> Self {
         ValuesObject {
-            values: List::default(),
+            values: Objects::default(),
         }
     }
-}
-
-fn present<T>(items: List<Obj<T>>) -> Vec<T> {
-    items.0.into_iter().filter_map(|item| item.0).collect()
 }
 
 impl<'de, T: Deserialize<'de>> Lenient<'de> for Values<T> {
     fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
         let object = ValuesObject::<T>::deserialize(MapAccessDeserializer::new(map))?;
-        Ok(Values(present(object.values)))
+        Ok(Values(object.values.0))
     }
     fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
-        List::<Obj<T>>::from_seq(seq).map(|items| Values(present(items)))
+        Objects::<T>::from_seq(seq).map(|items| Values(items.0))
     }
 }
 
@@ -497,11 +496,12 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Values<T> {
 struct Fingerprint<'a>(Option<Vec<Cow<'a, str>>>);
 
 impl<'de: 'a, 'a> Lenient<'de> for Fingerprint<'a> {
-    fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
-        let entries = List::<Text<'a>>::from_seq(seq)?;
-        Ok(Fingerprint(Some(
-            entries.0.into_iter().filter_map(|entry| entry.0).collect(),
-        )))
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = seq.next_element::<Text<'a>>()? {
+            entries.extend(entry.0);
+        }
+        Ok(Fingerprint(Some(entries)))
     }
 }
 
@@ -530,12 +530,12 @@ impl<'de: 'a, 'a> Lenient<'de> for ExceptionField<'a> {
         // One struct reads both object shapes: `values` tells a container from a single exception.
         let mut object = RawException::deserialize(MapAccessDeserializer::new(map))?;
         Ok(ExceptionField(match object.values.take() {
-            Some(values) => present(values),
+            Some(values) => values.0,
             None => vec![object],
         }))
     }
     fn from_seq<A: SeqAccess<'de>>(seq: A) -> Result<Self, A::Error> {
-        List::<Obj<RawException<'a>>>::from_seq(seq).map(|items| ExceptionField(present(items)))
+        Objects::<RawException<'a>>::from_seq(seq).map(|items| ExceptionField(items.0))
     }
 }
 
@@ -633,7 +633,7 @@ struct RawMessage<'a> {
 struct RawException<'a> {
     /// Only meaningful on the top-level `exception` object, where it marks the container shape.
     #[serde(borrow)]
-    values: Option<List<Obj<RawException<'a>>>>,
+    values: Option<Objects<RawException<'a>>>,
     #[serde(borrow, rename = "type")]
     ty: Str<'a>,
     #[serde(borrow)]
@@ -656,7 +656,7 @@ struct RawMechanism {
 #[serde(default)]
 struct RawStacktrace<'a> {
     #[serde(borrow)]
-    frames: List<Obj<RawFrame<'a>>>,
+    frames: Objects<RawFrame<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -811,7 +811,8 @@ fn summarize_exceptions(field: ExceptionField<'_>) -> (Vec<ExceptionSummary<'_>>
 
 impl<'a> RawStacktrace<'a> {
     fn into_frames(self) -> Vec<FrameSummary<'a>> {
-        present(self.frames)
+        self.frames
+            .0
             .into_iter()
             .map(|raw| FrameSummary {
                 function: text(raw.function.0),
