@@ -165,12 +165,28 @@ fn more_openers_than(payload: &[u8], max: usize) -> bool {
     count > max
 }
 
+/// Largest payload whose UTF-8 is checked in one pass before parsing (see `extract`).
+const VALIDATE_WHOLE_LIMIT: usize = 64 * 1024;
+
 /// Reads an event payload (one JSON object) into its summary.
 pub fn extract(payload: &[u8]) -> Result<EventSummary<'_>, EventError> {
     if nesting_exceeds(payload, MAX_DEPTH) {
         return Err(EventError::TooDeep);
     }
-    match serde_json::from_slice::<Obj<RawEvent<'_>>>(payload) {
+    // Reading from bytes, serde_json checks each string it hands over for UTF-8 on its own, and on
+    // short strings (keys, frame fields) the calls cost more than the checking. One pass over a
+    // small payload is cheaper, and lets it read from `&str` without checking again. Large
+    // payloads are mostly local variables and breadcrumbs that are skipped unchecked, so there
+    // the pass would cost more than it saves. Bytes that are not UTF-8 take the byte path as
+    // before, so what is accepted and refused does not change.
+    let text = (payload.len() <= VALIDATE_WHOLE_LIMIT)
+        .then(|| std::str::from_utf8(payload).ok())
+        .flatten();
+    let parsed = match text {
+        Some(text) => serde_json::from_str::<Obj<RawEvent<'_>>>(text),
+        None => serde_json::from_slice::<Obj<RawEvent<'_>>>(payload),
+    };
+    match parsed {
         Ok(event) => event
             .0
             .map(RawEvent::into_summary)
@@ -1557,6 +1573,18 @@ mod tests {
                 ..EventSummary::default()
             },
         );
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused_only_where_a_field_is_read() {
+        // Skipped parts are stored as sent, so bytes that are not UTF-8 there do not matter.
+        let skipped = extract(b"{\"extra\": \"caf\xe9\", \"level\": \"error\"}")
+            .expect("payload should parse");
+        assert_eq!(skipped.level, s("error"));
+        assert!(matches!(
+            extract(b"{\"message\": \"caf\xe9\"}"),
+            Err(EventError::Json(_))
+        ));
     }
 
     #[test]
