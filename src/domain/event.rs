@@ -67,6 +67,9 @@ pub struct ExceptionSummary<'a> {
     pub frames: Vec<FrameSummary<'a>>,
 }
 
+/// A stack frame, as far as grouping and naming go by it, and its line. Source context, the
+/// package and the rest stay in the stored payload: nothing here reads them, and every field
+/// read makes each frame larger to move about while parsing.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FrameSummary<'a> {
     pub function: Option<Cow<'a, str>>,
@@ -75,8 +78,6 @@ pub struct FrameSummary<'a> {
     pub abs_path: Option<Cow<'a, str>>,
     pub lineno: Option<u64>,
     pub in_app: Option<bool>,
-    pub context_line: Option<Cow<'a, str>>,
-    pub package: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -688,10 +689,6 @@ struct RawFrame<'a> {
     abs_path: Str<'a>,
     lineno: Uint,
     in_app: Flag,
-    #[serde(borrow)]
-    context_line: Str<'a>,
-    #[serde(borrow)]
-    package: Str<'a>,
 }
 
 #[derive(Deserialize, Default)]
@@ -837,8 +834,6 @@ impl<'a> RawStacktrace<'a> {
                 abs_path: text(raw.abs_path.0),
                 lineno: raw.lineno.0,
                 in_app: raw.in_app.0,
-                context_line: text(raw.context_line.0),
-                package: text(raw.package.0),
             })
             .collect()
     }
@@ -1188,7 +1183,6 @@ mod tests {
                         frames: vec![FrameSummary {
                             filename: s("shop/catalog.py"),
                             abs_path: s("/srv/shop/catalog.py"),
-                            context_line: s("    return self.items[key]"),
                             ..frame("get", "shop.catalog", 10, true)
                         }],
                     },
