@@ -23,9 +23,11 @@ use rusqlite::Connection;
 use super::sqlite::{open_connection, SqliteOptions};
 use super::StoreResult;
 
-/// How often the background thread checkpoints. At tens of thousands of events a second this
-/// is a few thousand pages per round, a few milliseconds of copying.
-pub const INTERVAL: Duration = Duration::from_millis(100);
+/// How often the background thread checkpoints. Short rounds keep each burst of copying small:
+/// on a 2-core machine a 100 ms interval made bursts long enough to starve the request threads
+/// and tripled the p99 latency, while 10 ms kept it where it was without the thread. A round
+/// with nothing new in the log does no I/O.
+pub const INTERVAL: Duration = Duration::from_millis(10);
 
 /// Log size (in pages) at which the writer checkpoints itself; see the module documentation.
 /// 8192 pages of 4 KiB is 32 MiB of log.
