@@ -163,6 +163,7 @@ fn fill(db: &Path, project_id: i64, events: u64, errors: u64) -> anyhow::Result<
                 is_message: j % 50 == 0,
                 user_identity: Some(format!("id:{user}")),
                 occurred_at,
+                payload_codec: Default::default(),
             }));
         }
         sink.write_batch(&[records.as_slice()])?;

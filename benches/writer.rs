@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use faultline::store::ingest::{EventRecord, EventSink, Record};
+use faultline::store::payload::PayloadCodec;
 use faultline::store::sqlite::SqliteOptions;
 use faultline::store::{NewProject, NewUser, SqliteStore, Store};
 use payloads::Kind;
@@ -73,6 +74,7 @@ fn record(project_id: i64, payload: &[u8], n: u64) -> Record {
         user_identity: Some(format!("id:{}", n % 1000)),
         occurred_at: 1_700_000_000_000 + n as i64,
         payload: payload.to_vec(),
+        payload_codec: PayloadCodec::Json,
     })
 }
 

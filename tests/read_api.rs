@@ -596,12 +596,37 @@ async fn events_of_an_error_with_their_payload_as_sent() {
         .await
         .expect("send");
     assert_eq!(r.status(), 200);
+    // And one as a gzip-compressed envelope holding only the event, as the Python SDK sends it:
+    // stored compressed, it must still read back byte for byte.
+    let raw_gz = format!(
+        "{{\"event_id\":\"fedcba9876543210fedcba9876543210\", \"timestamp\": {}, \"exception\":{{\"values\":[{{\"type\":\"Crash\",\"value\":\"boom\"}}]}} }}",
+        chrono::Utc::now().timestamp() + 1
+    );
+    let envelope = format!(
+        "{{\"event_id\":\"fedcba9876543210fedcba9876543210\"}}\n{{\"type\":\"event\",\"length\":{}}}\n{raw_gz}\n",
+        raw_gz.len()
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, envelope.as_bytes()).expect("gzip");
+    let r = app
+        .client
+        .post(app.url(&format!("/api/{project}/envelope/")))
+        .header(
+            "X-Sentry-Auth",
+            format!("Sentry sentry_key={key}, sentry_version=7"),
+        )
+        .header("Content-Encoding", "gzip")
+        .body(gz.finish().expect("gzip"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
 
     let crash = find(&app, project, "Crash").await;
-    assert_eq!(crash["event_count"], 4);
+    assert_eq!(crash["event_count"], 5);
     let fp = crash["fingerprint"].as_i64().expect("fp");
     let events = list(&app, &api(project, &format!("/errors/{fp}/events"))).await;
-    assert_eq!(events.len(), 4);
+    assert_eq!(events.len(), 5);
     let keys: Vec<&str> = events[0]
         .as_object()
         .expect("obj")
@@ -621,7 +646,7 @@ async fn events_of_an_error_with_their_payload_as_sent() {
             "platform"
         ]
     );
-    // Oldest first by default: the three SDK events in order, then the raw one.
+    // Oldest first by default: the three SDK events in order, then the raw ones.
     let event_id = |e: &Value| {
         let p: Value = serde_json::from_str(e["payload"].as_str().expect("payload string"))
             .expect("payload is JSON");
@@ -641,6 +666,11 @@ async fn events_of_an_error_with_their_payload_as_sent() {
     );
     assert_eq!(events[3]["platform"], "python");
     assert_eq!(events[3]["environment"], "staging");
+    assert_eq!(
+        events[4]["payload"],
+        raw_gz.as_str(),
+        "a compressed envelope's event exactly as sent"
+    );
 
     // Newest first, one per page, following the links.
     let (mut seen, mut next) = (

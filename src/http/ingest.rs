@@ -26,6 +26,7 @@ use crate::protocol::decode::{decode_body, ContentEncoding, DecodeError};
 use crate::protocol::envelope::{self, EnvelopeError, ItemType};
 use crate::protocol::store_body::{decode_store_body, normalize_event_id, StoreBodyError};
 use crate::store::ingest::{AttachmentRecord, EventRecord, Record, UserReportRecord};
+use crate::store::payload::PayloadCodec;
 use crate::writer::WriteError;
 
 /// Limits and behaviour of the ingestion endpoints, from configuration.
@@ -360,12 +361,18 @@ async fn ingest(
                 .ok_or(IngestError::MissingKey)?;
             key_id = Some(authorize(state, &key, project_id)?);
         }
-        envelope_records(state, project_id, &env)?
+        // A gzip body whose envelope holds nothing but the event is stored as it came (see
+        // `store::payload`).
+        let compact = (encoding == ContentEncoding::Gzip
+            && env.items.len() == 1
+            && env.items[0].ty == ItemType::Event)
+            .then_some(&raw[..]);
+        envelope_records(state, project_id, &env, compact)?
     } else {
         key_id.ok_or(IngestError::MissingKey)?;
         state.metrics.item("event");
         let ev = decode_store_body(&decoded, settings.max_event_bytes)?;
-        let record = event_record(project_id, Some(&ev.event_id), ev.json)?;
+        let record = event_record(project_id, Some(&ev.event_id), &ev.json, None)?;
         let id = record.event_id.clone();
         (vec![Record::Event(record)], Some(id))
     };
@@ -422,10 +429,12 @@ fn write_error(e: WriteError) -> IngestError {
 }
 
 /// Turns every item of an envelope into records; unknown and unstored types are only counted.
+/// `compact` is the request body when the event may be stored in that form instead of as JSON.
 fn envelope_records(
     state: &AppState,
     project_id: i64,
     env: &envelope::Envelope<'_>,
+    compact: Option<&[u8]>,
 ) -> Result<(Vec<Record>, Option<String>), IngestError> {
     let header_id = env.header.event_id.as_deref().and_then(normalize_event_id);
     let mut records = Vec::new();
@@ -442,7 +451,7 @@ fn envelope_records(
             } else {
                 None
             };
-            let record = event_record(project_id, forced, item.payload.to_vec())?;
+            let record = event_record(project_id, forced, item.payload, compact)?;
             event_id.get_or_insert_with(|| record.event_id.clone());
             records.push(Record::Event(record));
         }
@@ -474,12 +483,16 @@ fn new_event_id() -> String {
 
 /// Builds the stored form of one event. `forced_id` (the envelope header's id) wins over the
 /// payload's; an event with neither gets a new id.
+///
+/// The payload is stored as the event JSON, or as `gzip_envelope`, the compressed request body
+/// that carries this event alone, when there is one.
 fn event_record(
     project_id: i64,
     forced_id: Option<&str>,
-    payload: Vec<u8>,
+    json: &[u8],
+    gzip_envelope: Option<&[u8]>,
 ) -> Result<EventRecord, IngestError> {
-    let summary: EventSummary = event::extract(&payload).map_err(IngestError::Event)?;
+    let summary: EventSummary = event::extract(json).map_err(IngestError::Event)?;
     let event_id = forced_id
         .map(str::to_owned)
         .or_else(|| summary.event_id.as_deref().and_then(normalize_event_id))
@@ -506,7 +519,11 @@ fn event_record(
         is_message: summary.is_message_event(),
         user_identity: summary.user_identity.as_deref().map(str::to_owned),
         occurred_at,
-        payload,
+        payload: gzip_envelope.unwrap_or(json).to_vec(),
+        payload_codec: match gzip_envelope {
+            Some(_) => PayloadCodec::GzipEnvelope,
+            None => PayloadCodec::Json,
+        },
     })
 }
 

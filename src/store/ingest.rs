@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::payload::PayloadCodec;
 use super::read::ErrorStatus;
 use super::sqlite::{now_millis, open_connection, SqliteOptions};
 use super::{StoreError, StoreResult};
@@ -29,8 +30,9 @@ pub struct EventRecord {
     pub user_identity: Option<String>,
     /// When the event happened (the SDK's timestamp), unix milliseconds.
     pub occurred_at: i64,
-    /// The event JSON exactly as sent (after decompression).
+    /// The event as stored, encoded as `payload_codec` says.
     pub payload: Vec<u8>,
+    pub payload_codec: PayloadCodec,
 }
 
 #[derive(Debug, Clone)]
@@ -326,8 +328,8 @@ fn store_events(
     let mut insert_event = tx.prepare_cached(
         "INSERT INTO events (project_id, error_id, event_id, occurred_at, received_at, level,
                              environment, release, platform, user_identity, message,
-                             is_message, name, description, actor, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                             is_message, name, description, actor, payload, payload_codec)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?;
     let mut add_user = tx.prepare_cached(
         "INSERT OR IGNORE INTO error_users (error_id, user_hash) VALUES (?1, ?2)",
@@ -354,7 +356,8 @@ fn store_events(
             e.name,
             e.description,
             e.actor,
-            e.payload
+            e.payload,
+            e.payload_codec.code()
         ])?;
         *hours
             .entry((error_id, e.occurred_at.div_euclid(3_600_000) * 3600))
@@ -423,6 +426,7 @@ mod tests {
             user_identity: None,
             occurred_at,
             payload: b"{}".to_vec(),
+            payload_codec: PayloadCodec::Json,
         })
     }
 

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod ingest;
+pub mod payload;
 pub mod read;
 pub mod retention;
 pub mod sqlite;
@@ -38,6 +39,8 @@ pub enum StoreError {
     Full,
     #[error("could not start a database thread")]
     Thread(#[source] std::io::Error),
+    #[error("a stored event payload could not be read")]
+    Payload(#[from] payload::PayloadError),
 }
 
 impl StoreError {

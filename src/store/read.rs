@@ -10,6 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
+use super::payload;
 use super::sqlite::SqliteStore;
 use super::StoreResult;
 
@@ -462,32 +463,43 @@ fn list_error_events(
     let mut args = vec![SqlValue::Integer(error_id)];
     let range = keyset_range(q.after, cmp, &mut args);
     let sql = format!(
-        "SELECT id, event_id, occurred_at, payload, name, description, actor, environment, platform
+        "SELECT id, event_id, occurred_at, payload, name, description, actor, environment, platform,
+                payload_codec
          FROM events WHERE error_id = ?1 {range}
          ORDER BY occurred_at {dir}, id {dir} LIMIT ?{}",
         args.len() + 1
     );
     args.push(SqlValue::Integer(i64::from(q.limit) + 1));
     let mut st = conn.prepare_cached(&sql)?;
-    let mut items = st
+    let rows = st
         .query_map(params_from_iter(args), |r| {
             let occurred_ms: i64 = r.get(2)?;
-            Ok(StoredEvent {
-                id: r.get(0)?,
-                project_id: q.project_id,
-                fingerprint: q.fingerprint,
-                event_id: r.get(1)?,
-                occurred_at: ms_to_dt(occurred_ms),
-                payload: r.get(3)?,
-                name: r.get(4)?,
-                description: r.get(5)?,
-                actor: r.get(6)?,
-                environment: r.get(7)?,
-                platform: r.get(8)?,
-                occurred_ms,
-            })
+            let codec: i64 = r.get(9)?;
+            Ok((
+                codec,
+                StoredEvent {
+                    id: r.get(0)?,
+                    project_id: q.project_id,
+                    fingerprint: q.fingerprint,
+                    event_id: r.get(1)?,
+                    occurred_at: ms_to_dt(occurred_ms),
+                    payload: r.get(3)?,
+                    name: r.get(4)?,
+                    description: r.get(5)?,
+                    actor: r.get(6)?,
+                    environment: r.get(7)?,
+                    platform: r.get(8)?,
+                    occurred_ms,
+                },
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    let mut items = Vec::with_capacity(rows.len());
+    for (codec, mut event) in rows {
+        // Decoded after the query: a page holds at most 101 rows, and the statement is done.
+        event.payload = payload::event_json(codec, std::mem::take(&mut event.payload))?;
+        items.push(event);
+    }
     let next = split_page(&mut items, q.limit, |e| Keyset {
         key: e.occurred_ms,
         id: e.id,

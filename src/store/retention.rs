@@ -219,6 +219,7 @@ mod tests {
             user_identity: Some(format!("id:{n}")),
             occurred_at,
             payload: b"{}".to_vec(),
+            payload_codec: Default::default(),
         })
     }
 

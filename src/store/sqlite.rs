@@ -222,6 +222,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_messages ON events(project_id, occurred_at DESC, id DESC)
         WHERE is_message = 1;
     "#,
+    // 6: how `events.payload` is encoded (`store::payload::PayloadCodec`); existing rows hold
+    // the event JSON, code 0.
+    r#"
+    ALTER TABLE events ADD COLUMN payload_codec INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.
