@@ -1,6 +1,7 @@
 //! Criterion benchmark of the storage half of ingestion (`cargo bench --bench writer`): one
 //! `EventSink::write_batch` transaction of realistic events into a SQLite database on disk, for a
-//! small batch (what a lightly loaded writer commits) and a large one. It isolates what the writer
+//! small batch (what a lightly loaded writer commits) and a large one, with the 4 KB event stored
+//! as the gzip envelope it came in (as the gateway stores it) and as plain JSON. It isolates what the writer
 //! thread spends per event, which the load benchmark can only see mixed with HTTP and parsing.
 //!
 //! The database grows by a few hundred thousand events over the run; each batch gets fresh event
@@ -16,7 +17,7 @@ use faultline::store::ingest::{EventRecord, EventSink, Record};
 use faultline::store::payload::PayloadCodec;
 use faultline::store::sqlite::SqliteOptions;
 use faultline::store::{NewProject, NewUser, SqliteStore, Store};
-use payloads::Kind;
+use payloads::{BodyFactory, Kind};
 
 /// Opens a fresh database with one project; returns the sink, the project id and the temp dir
 /// that must outlive both.
@@ -56,7 +57,7 @@ fn fresh_sink() -> (EventSink, i64, tempfile::TempDir) {
     (sink, project_id, dir)
 }
 
-fn record(project_id: i64, payload: &[u8], n: u64) -> Record {
+fn record(project_id: i64, payload: Vec<u8>, codec: PayloadCodec, n: u64) -> Record {
     let group = (n % 50) as i64;
     Record::Event(EventRecord {
         project_id,
@@ -73,23 +74,37 @@ fn record(project_id: i64, payload: &[u8], n: u64) -> Record {
         is_message: false,
         user_identity: Some(format!("id:{}", n % 1000)),
         occurred_at: 1_700_000_000_000 + n as i64,
-        payload: payload.to_vec(),
-        payload_codec: PayloadCodec::Json,
+        payload,
+        payload_codec: codec,
     })
+}
+
+/// How the benchmark's events are stored: as their JSON, or as the gzip envelope they came in
+/// (what the gateway does for a gzip body that carries only the event).
+#[derive(Clone, Copy)]
+enum Stored {
+    Json,
+    GzipEnvelope,
 }
 
 fn write_batch(c: &mut Criterion) {
     let (mut sink, project_id, _dir) = fresh_sink();
     let mut n = 0u64;
     let mut g = c.benchmark_group("writer/batch");
-    for (kind, batch) in [
-        (Kind::Error4k, 4usize),
-        (Kind::Error4k, 64),
-        (Kind::Message, 64),
+    for (kind, stored, batch) in [
+        (Kind::Error4k, Stored::GzipEnvelope, 4usize),
+        (Kind::Error4k, Stored::GzipEnvelope, 64),
+        (Kind::Error4k, Stored::Json, 64),
+        (Kind::Message, Stored::Json, 64),
     ] {
-        let payload = payloads::event_json(kind, 3, "0123456789abcdef0123456789abcdef");
+        let json = payloads::event_json(kind, 3, "0123456789abcdef0123456789abcdef");
+        let bodies = BodyFactory::new(kind);
+        let name = match stored {
+            Stored::Json => format!("{}-json", kind.name()),
+            Stored::GzipEnvelope => format!("{}-gzip-envelope", kind.name()),
+        };
         g.throughput(Throughput::Elements(batch as u64));
-        g.bench_function(BenchmarkId::new(kind.name(), batch), |b| {
+        g.bench_function(BenchmarkId::new(name, batch), |b| {
             b.iter_custom(|iters| {
                 let mut spent = Duration::ZERO;
                 for _ in 0..iters {
@@ -97,7 +112,14 @@ fn write_batch(c: &mut Criterion) {
                     let jobs: Vec<Vec<Record>> = (0..batch)
                         .map(|_| {
                             n += 1;
-                            vec![record(project_id, payload.as_bytes(), n)]
+                            let (payload, codec) = match stored {
+                                Stored::Json => (json.as_bytes().to_vec(), PayloadCodec::Json),
+                                Stored::GzipEnvelope => (
+                                    bodies.body(1, n, "2024-01-01T00:00:00.000000Z"),
+                                    PayloadCodec::GzipEnvelope,
+                                ),
+                            };
+                            vec![record(project_id, payload, codec, n)]
                         })
                         .collect();
                     let slices: Vec<&[Record]> = jobs.iter().map(Vec::as_slice).collect();
