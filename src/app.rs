@@ -74,7 +74,13 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     let initial_admin_token = bootstrap_admin(&store, &config).await?;
 
     let settings = store.all_settings().await.context("loading settings")?;
-    let cache = Arc::new(KeyCache::load([], settings));
+    let key_count = store.key_count().await.context("counting client keys")?;
+    let cache = Arc::new(KeyCache::with_capacity(
+        usize::try_from(key_count).unwrap_or(0),
+    ));
+    for setting in settings {
+        cache.set_setting(setting);
+    }
     let filling = cache.clone();
     store
         .for_each_key(Box::new(move |key| filling.upsert_key(&key)))

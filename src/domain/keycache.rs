@@ -44,6 +44,16 @@ impl KeyCache {
         Self::default()
     }
 
+    /// An empty cache with room for `keys` keys. Filling a cache sized up front never rehashes:
+    /// with a million keys, growing by doubling would allocate and drop tables of several tens
+    /// of MB on the way, and the allocator does not always hand that memory back.
+    pub fn with_capacity(keys: usize) -> Self {
+        KeyCache {
+            keys: DashMap::with_capacity(keys),
+            settings: DashMap::new(),
+        }
+    }
+
     pub fn load(
         keys: impl IntoIterator<Item = ClientKey>,
         settings: impl IntoIterator<Item = Setting>,

@@ -251,4 +251,6 @@ pub trait Store: ReadStore + Send + Sync + 'static {
     /// Calls `each` with every key of every project, row by row, for the in-memory key cache at
     /// start-up. Streaming keeps a million keys from being held twice (rows and cache) at once.
     async fn for_each_key(&self, each: Box<dyn FnMut(ClientKey) + Send>) -> StoreResult<()>;
+    /// How many rows `for_each_key` will stream, so the cache can be sized once.
+    async fn key_count(&self) -> StoreResult<u64>;
 }

@@ -908,6 +908,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn key_count(&self) -> StoreResult<u64> {
+        self.run(|c| {
+            let n: i64 = c.query_row("SELECT COUNT(*) FROM client_keys", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     async fn for_each_key(&self, mut each: Box<dyn FnMut(ClientKey) + Send>) -> StoreResult<()> {
         self.run(move |c| {
             let mut st = c.prepare(&format!("SELECT {KEY_COLS} FROM client_keys"))?;
