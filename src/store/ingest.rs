@@ -387,6 +387,30 @@ fn user_hash(user: &str) -> i64 {
     (u64::from_be_bytes(b) & (i64::MAX as u64)) as i64
 }
 
+/// An error event of project 1 with the given id number, fingerprint and time; tests adjust
+/// the fields they care about with struct update syntax.
+#[cfg(test)]
+pub(crate) fn test_event(n: u64, fingerprint: i64, occurred_at: i64) -> EventRecord {
+    EventRecord {
+        project_id: 1,
+        event_id: format!("{n:032x}"),
+        fingerprint,
+        name: "ValueError".into(),
+        description: "d".into(),
+        actor: "f(m)".into(),
+        platform: None,
+        level: None,
+        environment: None,
+        release: None,
+        message: None,
+        is_message: false,
+        user_identity: None,
+        occurred_at,
+        payload: b"{}".to_vec(),
+        payload_codec: PayloadCodec::Json,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,24 +433,10 @@ mod tests {
         sink
     }
 
-    fn event(id: u32, fingerprint: i64, occurred_at: i64, description: &str) -> Record {
+    fn event(id: u64, fingerprint: i64, occurred_at: i64, description: &str) -> Record {
         Record::Event(EventRecord {
-            project_id: 1,
-            event_id: format!("{id:032x}"),
-            fingerprint,
-            name: "ValueError".into(),
             description: description.into(),
-            actor: "f(m)".into(),
-            platform: None,
-            level: None,
-            environment: None,
-            release: None,
-            message: None,
-            is_message: false,
-            user_identity: None,
-            occurred_at,
-            payload: b"{}".to_vec(),
-            payload_codec: PayloadCodec::Json,
+            ..test_event(id, fingerprint, occurred_at)
         })
     }
 

@@ -200,26 +200,12 @@ async fn pause(took: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ingest::{EventRecord, EventSink, Record};
+    use crate::store::ingest::{test_event, EventRecord, EventSink, Record};
 
     fn event(n: u64, fingerprint: i64, occurred_at: i64) -> Record {
         Record::Event(EventRecord {
-            project_id: 1,
-            event_id: format!("{n:032x}"),
-            fingerprint,
-            name: "E".into(),
-            description: "d".into(),
-            actor: "a".into(),
-            platform: None,
-            level: None,
-            environment: None,
-            release: None,
-            message: None,
-            is_message: false,
             user_identity: Some(format!("id:{n}")),
-            occurred_at,
-            payload: b"{}".to_vec(),
-            payload_codec: Default::default(),
+            ..test_event(n, fingerprint, occurred_at)
         })
     }
 
