@@ -753,12 +753,10 @@ async fn preload(
         mib(empty.peak_kib)
     );
     print_details(&empty);
-    let payload =
-        common::payloads::event_json(Kind::Error4k, 0, "00000000000000000000000000000000");
+    // Stored the way the gateway stores this event: its gzip envelope, payload codec 1.
+    let payload = f.body(nonce, 0, "2024-01-01T00:00:00.000000Z");
     let project = sut.project;
-    sut.restart(bin, |db| {
-        db::preload_events(db, project, n, payload.as_bytes())
-    })?;
+    sut.restart(bin, |db| db::preload_events(db, project, n, &payload, 1))?;
     sut.preexisting = n;
     let size = std::fs::metadata(&sut.db).map(|m| m.len()).unwrap_or(0);
     println!(

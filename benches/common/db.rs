@@ -55,10 +55,16 @@ pub fn insert_keys(db: &Path, project_id: i64, n: u64) -> anyhow::Result<()> {
 }
 
 /// Inserts `n` events for `project_id` spread over 1000 synthetic errors and the last 30 days,
-/// each carrying `payload` (a real event document, so rows are the size real rows are), with
-/// random event ids (so the unique index grows the way real ingestion grows it). Chunks of
-/// 250 000 rows per transaction keep the WAL bounded.
-pub fn preload_events(db: &Path, project_id: i64, n: u64, payload: &[u8]) -> anyhow::Result<()> {
+/// each carrying `payload` stored as `payload_codec` (a real body, so rows are the size real rows
+/// are), with random event ids (so the unique index grows the way real ingestion grows it).
+/// Chunks of 250 000 rows per transaction keep the WAL bounded.
+pub fn preload_events(
+    db: &Path,
+    project_id: i64,
+    n: u64,
+    payload: &[u8],
+    payload_codec: i64,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut conn = open(db)?;
     conn.pragma_update(None, "synchronous", "OFF")?;
@@ -103,11 +109,11 @@ pub fn preload_events(db: &Path, project_id: i64, n: u64, payload: &[u8]) -> any
             "WITH RECURSIVE c(x) AS (SELECT ?1 UNION ALL SELECT x + 1 FROM c WHERE x < ?2)
              INSERT INTO events (project_id, error_id, event_id, occurred_at, received_at, level,
                                  environment, release, platform, user_identity, message,
-                                 is_message, name, description, actor, payload)
+                                 is_message, name, description, actor, payload, payload_codec)
              SELECT ?3, ?4 + (x % ?5), lower(hex(randomblob(16))),
                     ?6 - ?7 + (x * ?7 / ?8), ?6 - ?7 + (x * ?7 / ?8),
                     'error', 'production', 'shop@1.42.0', 'python', 'id:' || (x % 100000),
-                    NULL, 0, 'KeyError', 'preloaded', 'shop.preload in run', ?9
+                    NULL, 0, 'KeyError', 'preloaded', 'shop.preload in run', ?9, ?10
              FROM c",
             params![
                 done as i64,
@@ -118,7 +124,8 @@ pub fn preload_events(db: &Path, project_id: i64, n: u64, payload: &[u8]) -> any
                 now,
                 span_ms,
                 n as i64,
-                payload
+                payload,
+                payload_codec
             ],
         )?;
         tx.commit()?;
