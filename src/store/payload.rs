@@ -3,10 +3,9 @@
 //!
 //! Most events arrive as a gzip-compressed envelope holding the event alone (the Python SDK sends
 //! nothing else). Such a body is a third of the size of the event it carries, so it is stored as
-//! it came: the writer then writes one page or less per event instead of two overflow pages, no
-//! CPU is spent compressing anything, and the database is a third of the size. Everything else
-//! stores the event JSON. Reading an event back decodes the body again; reads are rare next to
-//! writes.
+//! it came: the row fits in its table page instead of spilling into two overflow pages, no CPU is
+//! spent compressing anything, and payloads take a third of the disk. Everything else stores the
+//! event JSON. Reading an event back decodes the body again; reads are rare next to writes.
 
 use crate::protocol::decode::{decode_body, ContentEncoding};
 use crate::protocol::envelope::{self, ItemType, Limits};
