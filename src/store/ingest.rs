@@ -97,7 +97,7 @@ impl EventSink {
         // Foreign keys are not enforced on this connection (the API's connections, whose deletes
         // cascade, keep them on). Every parent a batch refers to is known to exist in the same
         // transaction: projects are looked up first and records of a missing one are skipped,
-        // and error ids come from the upsert just before the events. Enforcing them here would
+        // and error ids come from the error update or insert just before the events. Enforcing them here would
         // only repeat those lookups for every row, on the one thread all writes go through.
         conn.pragma_update(None, "foreign_keys", "OFF")?;
         // Checkpoints are the background thread's job (see `checkpoint`); this one is only the
@@ -263,8 +263,8 @@ fn store_events(
     // made by their own statements, rather than one INSERT .. ON CONFLICT DO UPDATE: SQLite
     // rewrites every index holding a column the SET list names, whether or not its value
     // changed, and all three list indexes hold `status`. Under load this statement runs about
-    // once per event, so touching two indexes instead of three (and no insert attempt first)
-    // is most of the writer's saving.
+    // once per event, so touching two indexes instead of three (and making no insert attempt
+    // first) counts.
     let mut bump_error = tx.prepare_cached(
         "UPDATE errors SET event_count = event_count + ?3,
                            last_seen_at = MAX(last_seen_at, ?4),
