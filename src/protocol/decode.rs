@@ -169,14 +169,18 @@ fn decode_gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::with_capacity(capped_hint(hint, body.len(), limit));
     with_inflater(false, |inflater| {
         let mut rest = body;
+        let mut first = true;
         loop {
             let header_len = gzip_header_len(rest)?;
             let deflate = rest.get(header_len..).unwrap_or_default();
             let start = out.len();
-            if start != 0 {
-                // Every member's deflate stream starts from an empty state.
+            if !first {
+                // Every member's deflate stream starts from an empty state. (Keyed on the
+                // member, not on the output so far: after an empty first member the inflater
+                // would otherwise still be at its end and skip the next member unread.)
                 inflater.reset(false);
             }
+            first = false;
             let used = inflate_into(inflater, deflate, &mut out, limit)?;
             let after = deflate.get(used..).unwrap_or_default();
             let Some((trailer, next)) = after.split_first_chunk::<GZIP_TRAILER_LEN>() else {
@@ -1040,6 +1044,22 @@ mod tests {
             assert!(decode_deflate(&zlib(&[0u8; 100_000]), 10).is_err());
             assert_eq!(decode_deflate(&raw_deflate(SAMPLE), MIB).unwrap(), SAMPLE);
         }
+    }
+
+    #[test]
+    fn a_corrupt_member_after_an_empty_one_is_corrupt() {
+        let mut body = gzip(b"");
+        let second = body.len();
+        body.extend(gzip(b""));
+        // The second member's deflate data: a non-final block that runs into the trailer.
+        body[second + 10] ^= 1;
+        assert!(matches!(
+            decode_body(ContentEncoding::Gzip, &body, MIB),
+            Err(DecodeError::Corrupt(_))
+        ));
+        let mut fine = gzip(b"");
+        fine.extend(gzip(b"after an empty member"));
+        assert_eq!(gzip_owned(&fine, MIB).unwrap(), b"after an empty member");
     }
 
     mod props {
