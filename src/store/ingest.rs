@@ -86,6 +86,53 @@ pub enum EventOutcome {
 /// Writes batches into SQLite on the writer's own connection.
 pub struct EventSink {
     conn: Connection,
+    known_users: KnownUsers,
+}
+
+/// Most (error, user) pairs [`KnownUsers`] holds before it starts over; about 4 MB.
+const KNOWN_USERS_MAX: usize = 100_000;
+
+/// (error id, user hash) pairs known to be in `error_users`, so that a user seen again on the
+/// same error costs no insert attempt. The same few users hitting the same errors is the common
+/// case, and the attempt (an index probe on a table every event touches) was about a tenth of the
+/// writer's work.
+///
+/// The set only ever under-states what is stored, which is safe: a missing pair just means the
+/// insert is tried. Pairs are added only after their batch commits. Rows leave `error_users` only
+/// with their error, and an error id can come back only through a new error, which this writer
+/// alone inserts: its pairs are forgotten then.
+#[derive(Default)]
+struct KnownUsers {
+    by_error: HashMap<i64, HashSet<i64>>,
+    len: usize,
+}
+
+impl KnownUsers {
+    fn contains(&self, error_id: i64, user: i64) -> bool {
+        self.by_error
+            .get(&error_id)
+            .is_some_and(|users| users.contains(&user))
+    }
+
+    fn forget_error(&mut self, error_id: i64) {
+        if let Some(users) = self.by_error.remove(&error_id) {
+            self.len -= users.len();
+        }
+    }
+
+    fn remember(&mut self, pairs: Vec<(i64, i64)>) {
+        for (error_id, user) in pairs {
+            if self.len >= KNOWN_USERS_MAX {
+                // Starting over is simpler than tracking recency, and the set refills within
+                // a few batches.
+                self.by_error.clear();
+                self.len = 0;
+            }
+            if self.by_error.entry(error_id).or_default().insert(user) {
+                self.len += 1;
+            }
+        }
+    }
 }
 
 impl EventSink {
@@ -107,7 +154,10 @@ impl EventSink {
             "wal_autocheckpoint",
             super::checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
         )?;
-        Ok(EventSink { conn })
+        Ok(EventSink {
+            conn,
+            known_users: KnownUsers::default(),
+        })
     }
 
     /// Stores every record of every job in one transaction. Either the whole batch is committed
@@ -206,7 +256,7 @@ impl EventSink {
                 outcomes.push(job_outcomes);
             }
         }
-        store_events(&tx, &accepted, received_at)?;
+        let users = store_events(&tx, &accepted, received_at, &mut self.known_users)?;
         tx.commit().map_err(|e| {
             let e = StoreError::from(e);
             if e.is_full() {
@@ -215,6 +265,7 @@ impl EventSink {
                 e
             }
         })?;
+        self.known_users.remember(users);
         Ok(outcomes)
     }
 }
@@ -229,14 +280,17 @@ struct ErrorDelta<'a> {
 }
 
 /// Upserts each error once with the batch's count, then inserts the events, hourly counts and
-/// users.
+/// users. Returns the (error, user) pairs the batch stored or found stored, for [`KnownUsers`]
+/// once the batch has committed.
 fn store_events(
     tx: &rusqlite::Transaction,
     events: &[&EventRecord],
     received_at: i64,
-) -> StoreResult<()> {
+    known_users: &mut KnownUsers,
+) -> StoreResult<Vec<(i64, i64)>> {
+    let mut users = Vec::new();
     if events.is_empty() {
-        return Ok(());
+        return Ok(users);
     }
     let mut deltas: HashMap<(i64, i64), ErrorDelta> = HashMap::new();
     for e in events {
@@ -308,20 +362,25 @@ fn store_events(
                 }
                 id
             }
-            None => insert_error.query_row(
-                params![
-                    e.project_id,
-                    e.fingerprint,
-                    e.name,
-                    e.description,
-                    e.actor,
-                    e.platform,
-                    d.count,
-                    d.first,
-                    d.last
-                ],
-                |r| r.get(0),
-            )?,
+            None => {
+                let id = insert_error.query_row(
+                    params![
+                        e.project_id,
+                        e.fingerprint,
+                        e.name,
+                        e.description,
+                        e.actor,
+                        e.platform,
+                        d.count,
+                        d.first,
+                        d.last
+                    ],
+                    |r| r.get(0),
+                )?;
+                // A new error may reuse the id of a deleted one.
+                known_users.forget_error(id);
+                id
+            }
         };
         error_ids.insert(*key, id);
     }
@@ -363,8 +422,12 @@ fn store_events(
             .entry((error_id, e.occurred_at.div_euclid(3_600_000) * 3600))
             .or_default() += 1;
         if let Some(user) = &e.user_identity {
-            if add_user.execute(params![error_id, user_hash(user)])? > 0 {
-                count_user.execute([error_id])?;
+            let user = user_hash(user);
+            if !known_users.contains(error_id, user) {
+                if add_user.execute(params![error_id, user])? > 0 {
+                    count_user.execute([error_id])?;
+                }
+                users.push((error_id, user));
             }
         }
     }
@@ -375,7 +438,7 @@ fn store_events(
     for ((error_id, hour), n) in hours {
         bump_hour.execute(params![error_id, hour, n])?;
     }
-    Ok(())
+    Ok(users)
 }
 
 /// A stable 63-bit hash of a user identity; the identity itself is not stored twice.
@@ -499,6 +562,82 @@ mod tests {
         assert_eq!(error_row(&sink, 7).1, ErrorStatus::Unresolved.code());
         assert_eq!(error_row(&sink, 8).1, ErrorStatus::Ignored.code());
         assert_eq!(error_row(&sink, 7).0, 2);
+    }
+
+    fn with_user(id: u64, fingerprint: i64, user: &str) -> Record {
+        Record::Event(EventRecord {
+            user_identity: Some(user.into()),
+            ..test_event(id, fingerprint, 1_000)
+        })
+    }
+
+    fn users_of(sink: &EventSink, fingerprint: i64) -> (i64, i64) {
+        sink.conn
+            .query_row(
+                "SELECT id, approximated_user_count FROM errors WHERE fingerprint = ?1",
+                [fingerprint],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("error row")
+    }
+
+    #[test]
+    fn each_user_counts_once_per_error_across_batches() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = sink(&dir);
+        write(
+            &mut sink,
+            vec![with_user(1, 7, "id:a"), with_user(2, 7, "id:a")],
+        );
+        write(
+            &mut sink,
+            vec![with_user(3, 7, "id:a"), with_user(4, 7, "id:b")],
+        );
+        write(
+            &mut sink,
+            vec![with_user(5, 7, "id:b"), with_user(6, 8, "id:a")],
+        );
+        assert_eq!(users_of(&sink, 7).1, 2);
+        assert_eq!(users_of(&sink, 8).1, 1);
+    }
+
+    #[test]
+    fn a_new_error_reusing_a_deleted_errors_id_counts_its_users_afresh() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = sink(&dir);
+        write(&mut sink, vec![with_user(1, 7, "id:a")]);
+        let (old_id, users) = users_of(&sink, 7);
+        assert_eq!(users, 1);
+        // Deleted the way the API and retention delete: on a connection that cascades.
+        let api = open_connection(&SqliteOptions {
+            path: dir.path().join("sink.db"),
+            synchronous: Default::default(),
+            max_page_count: None,
+        })
+        .expect("connection");
+        api.execute("DELETE FROM errors WHERE id = ?1", [old_id])
+            .expect("delete");
+        write(&mut sink, vec![with_user(2, 8, "id:a")]);
+        let (new_id, users) = users_of(&sink, 8);
+        assert_eq!(
+            new_id, old_id,
+            "SQLite gave the new error the deleted error's id"
+        );
+        assert_eq!(users, 1, "the user counts for the new error");
+    }
+
+    #[test]
+    fn known_users_start_over_when_full() {
+        let mut known = KnownUsers::default();
+        known.remember((0..KNOWN_USERS_MAX as i64).map(|u| (1, u)).collect());
+        assert!(known.contains(1, 0));
+        assert_eq!(known.len, KNOWN_USERS_MAX);
+        known.remember(vec![(2, 5)]);
+        assert_eq!(known.len, 1);
+        assert!(!known.contains(1, 0) && known.contains(2, 5));
+        known.forget_error(2);
+        assert_eq!(known.len, 0);
+        assert!(!known.contains(2, 5));
     }
 
     #[test]
