@@ -389,7 +389,7 @@ pub async fn project_for(
     id: &str,
     min: AccessLevel,
 ) -> ApiResult<Project> {
-    let project = if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) {
+    let project = if super::is_numeric_id(id) {
         match id.parse::<i64>() {
             Ok(n) => state.store.project_by_id(n).await?,
             Err(_) => None,

@@ -402,13 +402,10 @@ async fn ingest(
     Ok(id)
 }
 
-/// A project id is a run of ASCII digits. `str::parse` alone would also take `+5` and `-5`,
-/// which no DSN contains and which would be refused later for a misleading reason.
+/// A project id is a run of ASCII digits; `+5` and `-5` are refused here rather than later for
+/// a misleading reason.
 fn parse_project_id(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
+    super::is_numeric_id(s).then(|| s.parse().ok()).flatten()
 }
 
 /// Whether a `Content-Type` names an envelope. Media types are case-insensitive (RFC 9110), and

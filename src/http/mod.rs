@@ -60,6 +60,12 @@ pub struct AppParts {
     pub ingest: Arc<ingest::IngestSettings>,
 }
 
+/// Whether a path segment is a numeric id: a non-empty run of ASCII digits. `str::parse` alone
+/// would also take `+5` and `-5`, which no client sends as an id.
+pub(crate) fn is_numeric_id(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 pub fn router(state: AppState) -> Router {
     let v4 = Router::new()
         .route("/projects", post(identity::create_project))

@@ -346,25 +346,33 @@ fn list_errors(
     now_secs: i64,
 ) -> StoreResult<KeysetPage<TrackedError>> {
     let (sql, args) = list_errors_sql(q);
-    let mut st = conn.prepare_cached(&sql)?;
-    let mut items = st
-        .query_map(params_from_iter(args), error_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    let next = split_page(&mut items, q.limit, |e| e.keyset(q.sort));
-    attach_frequency(conn, &mut items, now_secs)?;
-    Ok(KeysetPage { items, next })
+    let mut page = keyset_page(conn, &sql, args, q.limit, error_row, |e| e.keyset(q.sort))?;
+    attach_frequency(conn, &mut page.items, now_secs)?;
+    Ok(page)
 }
 
-/// Trims a `limit + 1` fetch to `limit` rows and returns the last row's keyset when the extra
-/// row proved that another page exists.
-fn split_page<T>(items: &mut Vec<T>, limit: u32, keyset: impl Fn(&T) -> Keyset) -> Option<Keyset> {
+/// Runs a keyset list query, which asks for `limit + 1` rows, and keeps `limit` of them. The
+/// extra row only tells whether a next page exists; the cursor is the last kept row's keyset.
+fn keyset_page<T>(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<SqlValue>,
+    limit: u32,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    keyset: impl Fn(&T) -> Keyset,
+) -> StoreResult<KeysetPage<T>> {
+    let mut items = conn
+        .prepare_cached(sql)?
+        .query_map(params_from_iter(args), row)?
+        .collect::<Result<Vec<_>, _>>()?;
     let limit = limit as usize;
-    if items.len() > limit {
+    let next = if items.len() > limit {
         items.truncate(limit);
         items.last().map(keyset)
     } else {
         None
-    }
+    };
+    Ok(KeysetPage { items, next })
 }
 
 fn error_by_fingerprint(
@@ -470,41 +478,44 @@ fn list_error_events(
         args.len() + 1
     );
     args.push(SqlValue::Integer(i64::from(q.limit) + 1));
-    let mut st = conn.prepare_cached(&sql)?;
-    let rows = st
-        .query_map(params_from_iter(args), |r| {
-            let occurred_ms: i64 = r.get(2)?;
-            let codec: i64 = r.get(9)?;
-            Ok((
-                codec,
-                StoredEvent {
-                    id: r.get(0)?,
-                    project_id: q.project_id,
-                    fingerprint: q.fingerprint,
-                    event_id: r.get(1)?,
-                    occurred_at: ms_to_dt(occurred_ms),
-                    payload: r.get(3)?,
-                    name: r.get(4)?,
-                    description: r.get(5)?,
-                    actor: r.get(6)?,
-                    environment: r.get(7)?,
-                    platform: r.get(8)?,
-                    occurred_ms,
-                },
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut items = Vec::with_capacity(rows.len());
-    for (codec, mut event) in rows {
-        // Decoded after the query: a page holds at most 101 rows, and the statement is done.
-        event.payload = payload::event_json(codec, std::mem::take(&mut event.payload))?;
-        items.push(event);
-    }
-    let next = split_page(&mut items, q.limit, |e| Keyset {
+    let row = |r: &Row<'_>| {
+        let occurred_ms: i64 = r.get(2)?;
+        let codec: i64 = r.get(9)?;
+        Ok((
+            codec,
+            StoredEvent {
+                id: r.get(0)?,
+                project_id: q.project_id,
+                fingerprint: q.fingerprint,
+                event_id: r.get(1)?,
+                occurred_at: ms_to_dt(occurred_ms),
+                payload: r.get(3)?,
+                name: r.get(4)?,
+                description: r.get(5)?,
+                actor: r.get(6)?,
+                environment: r.get(7)?,
+                platform: r.get(8)?,
+                occurred_ms,
+            },
+        ))
+    };
+    let page = keyset_page(conn, &sql, args, q.limit, row, |(_, e)| Keyset {
         key: e.occurred_ms,
         id: e.id,
-    });
-    Ok(Some(KeysetPage { items, next }))
+    })?;
+    // Payloads are decoded once the page is cut, so the extra row is never decoded.
+    let items = page
+        .items
+        .into_iter()
+        .map(|(codec, mut event)| {
+            event.payload = payload::event_json(codec, std::mem::take(&mut event.payload))?;
+            Ok(event)
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Some(KeysetPage {
+        items,
+        next: page.next,
+    }))
 }
 
 fn list_messages_sql(q: &MessageQuery) -> (String, Vec<SqlValue>) {
@@ -526,29 +537,25 @@ fn list_messages(conn: &Connection, q: &MessageQuery) -> StoreResult<KeysetPage<
     // WHERE is_message = 1; the query must name `is_message = 1` for SQLite to use it.
     // An event without a level is an error, as Sentry defines it (its SDKs leave the default out).
     let (sql, args) = list_messages_sql(q);
-    let mut st = conn.prepare_cached(&sql)?;
-    let mut items = st
-        .query_map(params_from_iter(args), |r| {
-            let occurred_ms: i64 = r.get(2)?;
-            Ok(StoredMessage {
-                id: r.get(0)?,
-                project_id: q.project_id,
-                event_id: r.get(1)?,
-                occurred_at: ms_to_dt(occurred_ms),
-                level: r.get(3)?,
-                message: r.get(4)?,
-                release: r.get(5)?,
-                environment: r.get(6)?,
-                platform: r.get(7)?,
-                occurred_ms,
-            })
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    let next = split_page(&mut items, q.limit, |m| Keyset {
+    let row = |r: &Row<'_>| {
+        let occurred_ms: i64 = r.get(2)?;
+        Ok(StoredMessage {
+            id: r.get(0)?,
+            project_id: q.project_id,
+            event_id: r.get(1)?,
+            occurred_at: ms_to_dt(occurred_ms),
+            level: r.get(3)?,
+            message: r.get(4)?,
+            release: r.get(5)?,
+            environment: r.get(6)?,
+            platform: r.get(7)?,
+            occurred_ms,
+        })
+    };
+    keyset_page(conn, &sql, args, q.limit, row, |m| Keyset {
         key: m.occurred_ms,
         id: m.id,
-    });
-    Ok(KeysetPage { items, next })
+    })
 }
 
 #[cfg(test)]
