@@ -325,7 +325,7 @@ async fn ingest(
         parts.uri.query(),
     )?;
     // With a key in the request, refuse before reading or decompressing the body.
-    let mut key_id = match &auth.public_key {
+    let request_key_id = match &auth.public_key {
         Some(k) => Some(authorize(state, k, project_id)?),
         None => None,
     };
@@ -344,50 +344,52 @@ async fn ingest(
     };
     let decoded = decode_body(encoding, &raw, limit)?;
 
-    let (records, id) = if is_envelope {
+    let (records, id, key_id) = if is_envelope {
         let limits = envelope::Limits {
             max_event_item: settings.max_event_bytes,
             max_attachment_item: settings.max_attachment_bytes,
             max_other_item: settings.max_event_bytes,
         };
         let env = envelope::parse(&decoded, &limits)?;
-        if key_id.is_none() {
-            // Only when nothing else named a key may the envelope header's DSN do so.
-            let key = env
-                .header
-                .dsn
-                .as_deref()
-                .and_then(auth::key_from_dsn)
-                .ok_or(IngestError::MissingKey)?;
-            key_id = Some(authorize(state, &key, project_id)?);
-        }
+        let key_id = match request_key_id {
+            Some(key_id) => key_id,
+            None => {
+                // Only when nothing else named a key may the envelope header's DSN do so.
+                let key = env
+                    .header
+                    .dsn
+                    .as_deref()
+                    .and_then(auth::key_from_dsn)
+                    .ok_or(IngestError::MissingKey)?;
+                authorize(state, &key, project_id)?
+            }
+        };
         // A gzip body whose envelope holds nothing but the event is stored as it came (see
         // `store::payload`).
         let compact = (encoding == ContentEncoding::Gzip
             && env.items.len() == 1
             && env.items[0].ty == ItemType::Event)
             .then_some(&raw[..]);
-        envelope_records(state, project_id, &env, compact)?
+        let (records, id) = envelope_records(state, project_id, &env, compact)?;
+        (records, id, key_id)
     } else {
-        key_id.ok_or(IngestError::MissingKey)?;
+        let key_id = request_key_id.ok_or(IngestError::MissingKey)?;
         state.metrics.item("event");
         let ev = decode_store_body(&decoded, settings.max_event_bytes)?;
         let record = event_record(project_id, Some(&ev.event_id), &ev.json, None)?;
         let id = record.event_id.clone();
-        (vec![Record::Event(record)], Some(id))
+        (vec![Record::Event(record)], Some(id), key_id)
     };
 
     let events = records
         .iter()
         .filter(|r| matches!(r, Record::Event(_)))
         .count() as u32;
-    if let Some(key_id) = key_id {
-        if events > 0 {
-            state
-                .rate_limiter
-                .check(key_id, events)
-                .map_err(|retry_after| IngestError::RateLimited { retry_after })?;
-        }
+    if events > 0 {
+        state
+            .rate_limiter
+            .check(key_id, events)
+            .map_err(|retry_after| IngestError::RateLimited { retry_after })?;
     }
     if records.is_empty() {
         return Ok(id);
