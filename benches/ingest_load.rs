@@ -4,7 +4,9 @@
 //! and key through the management API, and drives the envelope endpoint with our own generator
 //! ([`common::loadgen`]). In the same run it starts a baseline, a bare hyper server that only reads
 //! the body and answers `200 {"id":..}`, and drives it the same way; faultline's rates are
-//! printed as a ratio to it. For each payload it prints events/s, p50/p99/p99.9 latency, the
+//! printed as a ratio to it. A third server, parse-only, is that baseline plus faultline's own
+//! inflate, envelope, extraction and grouping code and no storage: the ceiling of any storage
+//! design on this parsing. For each payload it prints events/s, p50/p99/p99.9 latency, the
 //! server's peak RSS, its CPU per event, and, at half of faultline's maximum rate, the open-loop
 //! latency. At the end it checks that the stored events equal the 200 answers; a mismatch is a
 //! correctness failure and exits non-zero. Timing never fails the run.
@@ -18,6 +20,8 @@
 //! - `FAULTLINE_BENCH_PRELOAD_EVENTS` (unset): e.g. `5000000`, also run the database-size comparison.
 //! - `FAULTLINE_BENCH_SWEEP` (unset): e.g. `16,64,256,1024`, a closed-loop connection sweep.
 //! - `FAULTLINE_BENCH_NO_BUILD`: do not run `cargo build --release` first.
+//! - `FAULTLINE_BENCH_SERVER_BIN`: run this server binary instead of `target/release/faultline`
+//!   (nothing is built), e.g. to compare two builds in alternating runs.
 //!
 //! Every other `FAULTLINE_*` variable reaches the server, e.g. `FAULTLINE_INGEST__ACK=queued`.
 
@@ -82,7 +86,12 @@ impl Settings {
 
 fn main() {
     if std::env::args().any(|a| a == "--baseline-server") {
-        if let Err(e) = common::baseline::main() {
+        let work = if std::env::args().any(|a| a == "--parse") {
+            common::baseline::Work::Parse
+        } else {
+            common::baseline::Work::None
+        };
+        if let Err(e) = common::baseline::main(work) {
             eprintln!("baseline server: {e:#}");
             std::process::exit(2);
         }
@@ -442,6 +451,7 @@ fn print_details(p: &Phase) {
 struct PayloadResult {
     kind: Kind,
     base: Phase,
+    parsed: Phase,
     fl: Phase,
     open: Phase,
     open_rate: f64,
@@ -478,15 +488,18 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
         factories.push((kind, f));
     }
 
-    let baseline = procs::spawn_baseline()?;
+    let baseline = procs::spawn_baseline(false)?;
+    let parse_only = procs::spawn_baseline(true)?;
     let mut sut = Sut::start(bin).await?;
     println!(
-        "  faultline pid {} on {} (started in {:.0} ms), baseline pid {} on {}",
+        "  faultline pid {} on {} (started in {:.0} ms), baseline pid {} on {}, parse-only pid {} on {}",
         sut.proc.pid(),
         sut.proc.addr,
         sut.proc.startup.as_secs_f64() * 1000.0,
         baseline.pid(),
-        baseline.addr
+        baseline.addr,
+        parse_only.pid(),
+        parse_only.addr
     );
     println!();
     print_header();
@@ -505,6 +518,18 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
         let base = phase(baseline.pid(), &base_target, s, Mode::Closed, false).await;
         print_row(kind, "baseline", "closed", &base, None);
         print_details(&base);
+        let parse_target = target(
+            parse_only.addr,
+            sut.project,
+            &sut.key,
+            f.clone(),
+            counter.clone(),
+            nonce,
+        );
+        let parsed = phase(parse_only.pid(), &parse_target, s, Mode::Closed, false).await;
+        let parse_ratio = parsed.stats.rate() / base.stats.rate();
+        print_row(kind, "parse-only", "closed", &parsed, Some(parse_ratio));
+        print_details(&parsed);
 
         let t = sut.target(f.clone(), counter.clone(), nonce);
         let fl = phase(sut.proc.pid(), &t, s, Mode::Closed, true).await;
@@ -528,6 +553,7 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
         results.push(PayloadResult {
             kind,
             base,
+            parsed,
             fl,
             open,
             open_rate,
@@ -552,6 +578,7 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
     let mut all_ok = sut.check("main run").await?;
     summary(&results, peak_total);
     drop(baseline);
+    drop(parse_only);
 
     if let Some(n) = s.keys {
         all_ok &= key_scale(s, bin, n, nonce, counter.clone()).await?;
@@ -640,6 +667,14 @@ fn summary(results: &[PayloadResult], peak_total_kib: u64) {
             r.open.stats.percentile_ms(99.9),
             mib(r.fl.peak_kib.max(r.open.peak_kib)),
             r.fl.cpu_us_per_event(),
+        );
+        println!(
+            "  {:<10} parse-only {:>6.0} req/s = {:.2} x baseline, {:.0} us server CPU/request: faultline reaches {:.2} of it",
+            "",
+            r.parsed.stats.rate(),
+            r.parsed.stats.rate() / r.base.stats.rate(),
+            r.parsed.cpu_us_per_event(),
+            r.fl.stats.rate() / r.parsed.stats.rate(),
         );
     }
     if let Some(r) = results.iter().find(|r| r.kind == Kind::Error4k) {

@@ -3,6 +3,12 @@
 //! worker per core). It is the ceiling of the HTTP stack on this machine; faultline's rates are
 //! reported as a fraction of it. It runs as its own process, like faultline, so that the load
 //! generator competes with both servers for the CPU in the same way.
+//!
+//! The same server in [`Work::Parse`] mode also does, per request, the CPU work faultline cannot
+//! skip before it can store an event: it inflates the body, frames the envelope, extracts the
+//! event's fields and computes its group, with faultline's own functions. It stores nothing. Its
+//! rate is the ceiling of any storage design built on this parsing, which tells how much of the gap
+//! to the bare baseline is parsing and how much is everything after it.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -18,14 +24,40 @@ use tokio::net::TcpListener;
 
 use super::payloads::event_id_hex;
 
-pub fn main() -> anyhow::Result<()> {
+/// What the server does with each body besides reading it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Nothing: the HTTP stack alone.
+    None,
+    /// Inflate, frame, extract and group, as faultline's ingestion does before its writer.
+    Parse,
+}
+
+pub fn main(work: Work) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve())
+    rt.block_on(serve(work))
 }
 
-async fn serve() -> anyhow::Result<()> {
+/// faultline's per-request parsing, up to the record it would hand to its writer. Returns the
+/// number of events parsed; an error means the bench sent something faultline would refuse.
+fn parse(encoding: Option<&str>, body: &[u8]) -> anyhow::Result<usize> {
+    use faultline::domain::{event, grouping};
+    use faultline::protocol::{decode_body, envelope, ContentEncoding, ItemType};
+    let encoding = ContentEncoding::from_header(encoding)?;
+    let decoded = decode_body(encoding, body, 20 * 1024 * 1024)?;
+    let env = envelope::parse(&decoded, &envelope::Limits::default())?;
+    let mut events = 0;
+    for item in env.items.iter().filter(|i| i.ty == ItemType::Event) {
+        let summary = event::extract(item.payload)?;
+        std::hint::black_box(grouping::group(&summary));
+        events += 1;
+    }
+    Ok(events)
+}
+
+async fn serve(work: Work) -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     {
@@ -47,8 +79,22 @@ async fn serve() -> anyhow::Result<()> {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let counter = counter.clone();
                 async move {
+                    let encoding = req
+                        .headers()
+                        .get("content-encoding")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
                     // Read the whole body, as faultline must before it can decode it.
-                    let _body = req.into_body().collect().await.map(|c| c.to_bytes());
+                    let body = req.into_body().collect().await.map(|c| c.to_bytes());
+                    if let (Work::Parse, Ok(body)) = (work, &body) {
+                        if let Err(e) = parse(encoding.as_deref(), body) {
+                            let resp = Response::builder()
+                                .status(400)
+                                .body(Full::new(Bytes::from(format!("{e:#}"))))
+                                .expect("a valid response");
+                            return Ok::<_, Infallible>(resp);
+                        }
+                    }
                     let id = event_id_hex(0, counter.fetch_add(1, Ordering::Relaxed));
                     let mut json = Vec::with_capacity(42);
                     json.extend_from_slice(b"{\"id\":\"");

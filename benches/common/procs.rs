@@ -57,7 +57,12 @@ impl Drop for ServerProc {
 /// `target/release/faultline`, next to the directory holding this bench executable
 /// (`target/release/deps/ingest_load-<hash>`). It is rebuilt first unless
 /// `FAULTLINE_BENCH_NO_BUILD` is set, so the numbers are always those of the current source.
+/// `FAULTLINE_BENCH_SERVER_BIN` names another binary instead (nothing is built), for comparing two
+/// builds of the server in back-to-back runs.
 pub fn faultline_binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("FAULTLINE_BENCH_SERVER_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let exe = std::env::current_exe().context("locating the bench executable")?;
     let release_dir = exe
         .parent()
@@ -190,13 +195,18 @@ pub fn spawn_faultline(
     )
 }
 
-/// Starts this executable again as the baseline server. Its stdin is a pipe from us: when this
-/// process exits for any reason, the baseline sees end-of-file and exits too.
-pub fn spawn_baseline() -> anyhow::Result<ServerProc> {
+/// Starts this executable again as the baseline server (`parse`: the parse-only variant, see
+/// [`super::baseline::Work`]). Its stdin is a pipe from us: when this process exits for any
+/// reason, the baseline sees end-of-file and exits too.
+pub fn spawn_baseline(parse: bool) -> anyhow::Result<ServerProc> {
     let exe = std::env::current_exe().context("locating the bench executable")?;
     let started = Instant::now();
-    let mut child = Command::new(exe)
-        .arg("--baseline-server")
+    let mut cmd = Command::new(exe);
+    cmd.arg("--baseline-server");
+    if parse {
+        cmd.arg("--parse");
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
