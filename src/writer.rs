@@ -3,6 +3,10 @@
 //! transaction per batch. A batch closes when it holds `batch_size` jobs or when the first job
 //! in it has waited `batch_interval`, whichever comes first; each job's submitter is told the
 //! outcome only after the commit (group commit).
+//!
+//! The loop also writes the error counts the sink keeps in memory (`store::counts`): when they
+//! have waited `store::counts::FLUSH_INTERVAL`, when the queue is idle, and whenever a reader asks
+//! through [`WriterHandle::settle_counts`].
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -39,9 +43,15 @@ enum Message {
         records: Vec<Record>,
         reply: Option<Reply>,
     },
+    /// Write the error counts of every batch committed so far, then answer.
+    SettleCounts(oneshot::Sender<Result<(), WriteError>>),
     /// Everything queued before this is written, then the loop ends.
     Shutdown,
 }
+
+/// Room in the channel beyond the job capacity, for [`Message::SettleCounts`] requests: jobs
+/// are bounded by `depth`, so readers find a place even when the job queue is full.
+const SETTLE_SLOTS: usize = 256;
 
 /// Handle used by request handlers. Sending never blocks: a full queue is reported at once.
 #[derive(Clone)]
@@ -54,6 +64,8 @@ pub struct WriterHandle {
     capacity: usize,
     closed: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    /// The sink's "counts wait in memory" flag.
+    counts_pending: Arc<AtomicBool>,
 }
 
 /// Owns the writer thread; [`Writer::shutdown`] drains the queue and joins it.
@@ -77,7 +89,7 @@ impl Writer {
     ) -> std::io::Result<Writer> {
         // A bounded std channel: `try_send` never blocks a handler, and the writer thread can
         // wait on it with a timeout, which the interval trigger needs.
-        let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
+        let (tx, rx) = mpsc::sync_channel(config.queue_capacity + SETTLE_SLOTS);
         let depth = Arc::new(AtomicUsize::new(0));
         let handle = WriterHandle {
             tx,
@@ -85,6 +97,7 @@ impl Writer {
             capacity: config.queue_capacity,
             closed: Arc::new(AtomicBool::new(false)),
             metrics: metrics.clone(),
+            counts_pending: sink.pending_flag(),
         };
         let thread = std::thread::Builder::new()
             .name("faultline-writer".into())
@@ -153,6 +166,25 @@ impl WriterHandle {
     pub fn depth(&self) -> usize {
         self.depth.load(Ordering::SeqCst)
     }
+
+    /// Waits until the error counts of every event acknowledged so far are in the database.
+    /// Read requests call this first, so a count never lags behind a 200 the client has seen.
+    /// Returns at once when nothing waits, which is the common case for reads.
+    pub async fn settle_counts(&self) -> Result<(), WriteError> {
+        // Set by the writer before it answers a batch's jobs, cleared only after the counts
+        // are committed; see `EventSink`.
+        if !self.counts_pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .try_send(Message::SettleCounts(tx))
+            .map_err(|e| match e {
+                TrySendError::Full(_) => WriteError::QueueFull,
+                TrySendError::Disconnected(_) => WriteError::Closed,
+            })?;
+        rx.await.map_err(|_| WriteError::Closed)?
+    }
 }
 
 struct Pending {
@@ -169,11 +201,22 @@ fn run_loop(
 ) {
     let mut stopping = false;
     let mut batch: Vec<Pending> = Vec::with_capacity(config.batch_size);
+    let mut settle: Vec<oneshot::Sender<Result<(), WriteError>>> = Vec::new();
     while !stopping {
-        // Wait for the first job of the next batch.
-        match rx.recv() {
+        // Wait for the first job of the next batch; counts waiting in memory are written when
+        // they fall due with nothing else to do.
+        let first = match sink.counts_due_in() {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(wait) => rx.recv_timeout(wait),
+        };
+        match first {
             Ok(Message::Job { records, reply }) => batch.push(Pending { records, reply }),
-            Ok(Message::Shutdown) | Err(_) => break,
+            Ok(Message::SettleCounts(reply)) => settle.push(reply),
+            Err(RecvTimeoutError::Timeout) => {
+                settle_counts(&mut sink, &mut settle);
+                continue;
+            }
+            Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
         }
         let deadline = Instant::now() + config.batch_interval;
         while batch.len() < config.batch_size {
@@ -201,6 +244,11 @@ fn run_loop(
             };
             match msg {
                 Message::Job { records, reply } => batch.push(Pending { records, reply }),
+                // A reader waits: commit what is here now rather than fill the batch.
+                Message::SettleCounts(reply) => {
+                    settle.push(reply);
+                    break;
+                }
                 Message::Shutdown => {
                     stopping = true;
                     break;
@@ -208,20 +256,47 @@ fn run_loop(
             }
         }
         commit(&mut sink, &mut batch, &depth, &metrics);
+        if !settle.is_empty() {
+            settle_counts(&mut sink, &mut settle);
+        }
     }
     // Drain whatever is still queued (jobs submitted before `closed` was set).
     while let Ok(msg) = rx.try_recv() {
-        if let Message::Job { records, reply } = msg {
-            batch.push(Pending { records, reply });
-            if batch.len() >= config.batch_size {
-                commit(&mut sink, &mut batch, &depth, &metrics);
+        match msg {
+            Message::Job { records, reply } => {
+                batch.push(Pending { records, reply });
+                if batch.len() >= config.batch_size {
+                    commit(&mut sink, &mut batch, &depth, &metrics);
+                }
             }
+            Message::SettleCounts(reply) => settle.push(reply),
+            Message::Shutdown => {}
         }
     }
     if !batch.is_empty() {
         commit(&mut sink, &mut batch, &depth, &metrics);
     }
+    // The last counts; whatever cannot be written now is recounted at the next start.
+    settle_counts(&mut sink, &mut settle);
     tracing::debug!("writer stopped");
+}
+
+/// Writes the counts waiting in memory and answers the readers waiting for them. A failure is
+/// logged and reported; the counts stay in memory for the next attempt (and are recounted from
+/// the events after a restart).
+fn settle_counts(sink: &mut EventSink, waiting: &mut Vec<oneshot::Sender<Result<(), WriteError>>>) {
+    let result = sink.flush_counts().map_err(|e| {
+        if e.is_full() {
+            tracing::warn!("database full: error counts not written yet");
+            WriteError::StorageFull
+        } else {
+            tracing::error!(error = %e, "writing error counts failed");
+            WriteError::Failed
+        }
+    });
+    for reply in waiting.drain(..) {
+        let _ = reply.send(result);
+    }
 }
 
 /// Writes one batch, answers its jobs, and releases their places in the queue (`depth`), so

@@ -188,6 +188,19 @@ fn stored_ids(dir: &std::path::Path) -> (Vec<String>, String) {
     (ids, check)
 }
 
+/// (stored events, sum of the errors' event counts, sum of their hourly counts).
+fn counts(dir: &std::path::Path) -> (i64, i64, i64) {
+    let conn = Connection::open(dir.join("faultline.db")).expect("open db");
+    conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM events),
+                (SELECT COALESCE(SUM(event_count), 0) FROM errors),
+                (SELECT COALESCE(SUM(count), 0) FROM error_hourly)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .expect("counts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -232,6 +245,13 @@ async fn sigkill_mid_load_loses_no_acknowledged_event() {
     // Event ids are unique per project, so "stored exactly once" is also checked here.
     let (all, _) = stored_ids(dir.path());
     assert_eq!(all.len(), stored.len(), "no event stored twice");
+    // Error counts the killed writer still held in memory were recounted at start, once.
+    let (events, counted, hourly) = counts(dir.path());
+    assert_eq!(
+        (counted, hourly),
+        (events, events),
+        "every stored event counted exactly once"
+    );
 
     // And it still takes events.
     let resp = client
@@ -302,5 +322,11 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
     assert!(
         acked.iter().all(|id| stored.contains(id)),
         "every answered event was written before exit"
+    );
+    let (events, counted, hourly) = counts(dir.path());
+    assert_eq!(
+        (counted, hourly),
+        (events, events),
+        "the counts held in memory were written before exit"
     );
 }

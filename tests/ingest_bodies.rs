@@ -521,6 +521,7 @@ async fn header_event_id_wins_and_duplicates_are_stored_once() {
     let r = fx.post_store(&[], ev(&header_id, "two ids")).await;
     assert_accepted(&r, &header_id, "same id on /store/");
     assert_eq!(fx.events(), 1);
+    fx.app.settle_counts().await;
     assert_eq!(
         count(
             &fx.app,
@@ -708,6 +709,8 @@ async fn grouping_through_http() {
             let id = event["event_id"].as_str().expect("id").to_owned();
             let r = post_event(&fx.app, fx.pid, &fx.key, &event).await;
             assert_accepted(&r, &id, "grouping event");
+            // `error_of` reads counts from the file, not through the read API.
+            fx.app.settle_counts().await;
             id
         }
     };

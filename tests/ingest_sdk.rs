@@ -74,6 +74,7 @@ async fn sdk_errors_messages_and_attachments_are_stored_and_grouped() {
     .await
     .expect("sdk thread");
 
+    app.settle_counts().await;
     let conn = db(&app);
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 6);
     for id in &ids {

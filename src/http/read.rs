@@ -59,6 +59,7 @@ async fn list_errors(
     let caller = authenticate(&state, &params).await?;
     let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
     let args = ErrorListArgs::parse(&params)?;
+    settle_counts(&state).await;
     let page = state.store.list_errors(args.query(project.id)).await?;
     let link = page.next.map(|k| args.next_link(&state, &params, k));
     Ok(paged(page.items.iter().map(error_json).collect(), link))
@@ -72,6 +73,7 @@ async fn show_error(
     let caller = authenticate(&state, &params).await?;
     let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
     let fingerprint = parse_fingerprint(&fingerprint)?;
+    settle_counts(&state).await;
     let error = state.store.error(project.id, fingerprint).await?;
     Ok(Json(error_json(&error.ok_or(UNKNOWN_ERROR)?)))
 }
@@ -89,11 +91,22 @@ async fn update_error(
         None => return Err(ApiError::BadParams("status is missing".into())),
         Some(s) => ErrorStatus::parse(&s).ok_or_else(|| invalid_value("status"))?,
     };
+    settle_counts(&state).await;
     let error = state
         .store
         .set_error_status(project.id, fingerprint, status)
         .await?;
     Ok(Json(error_json(&error.ok_or(UNKNOWN_ERROR)?)))
+}
+
+/// Makes sure the error counts this request shows include every event acknowledged before it
+/// (the writer keeps them in memory for a moment; see `store::counts`). If they cannot be
+/// written now (a full disk, say) the request goes on with what is stored: the events are safe,
+/// and their counts are written later or recounted at the next start.
+async fn settle_counts(state: &AppState) {
+    if let Err(e) = state.writer.settle_counts().await {
+        tracing::warn!(error = %e, "error counts not settled before a read");
+    }
 }
 
 async fn list_events(

@@ -3,9 +3,13 @@
 //! [`crate::writer`]'s; this file only knows SQL.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::counts::{self, PendingCounts};
 use super::payload::PayloadCodec;
 use super::read::ErrorStatus;
 use super::sqlite::{now_millis, open_connection, SqliteOptions};
@@ -87,6 +91,14 @@ pub enum EventOutcome {
 pub struct EventSink {
     conn: Connection,
     known_users: KnownUsers,
+    /// Error counts of committed batches not yet written (see [`counts`]).
+    pending: PendingCounts,
+    /// Mirrors "`pending` is not empty" for other threads: set before a batch's jobs are
+    /// answered, cleared once its counts are written, so a reader that saw a 200 and then finds
+    /// this clear knows the counts are in the database.
+    has_pending: Arc<AtomicBool>,
+    /// `ingest_state.counted_through` as last committed.
+    counted_through: i64,
 }
 
 /// Most (error, user) pairs [`KnownUsers`] holds before it starts over; about 4 MB.
@@ -154,10 +166,57 @@ impl EventSink {
             "wal_autocheckpoint",
             super::checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
         )?;
+        let mut conn = conn;
+        // Counts of events stored after the last flush before the previous process ended.
+        let tx = conn.transaction()?;
+        let recounted = counts::recount_tail(&tx)?;
+        let counted_through = counts::counted_through(&tx)?;
+        tx.commit()?;
+        if recounted > 0 {
+            tracing::info!(
+                events = recounted,
+                "counted events stored after the last count flush"
+            );
+        }
         Ok(EventSink {
             conn,
             known_users: KnownUsers::default(),
+            pending: PendingCounts::default(),
+            has_pending: Arc::new(AtomicBool::new(false)),
+            counted_through,
         })
+    }
+
+    /// Set while error counts wait in memory; see [`EventSink::has_pending`]'s field.
+    pub fn pending_flag(&self) -> Arc<AtomicBool> {
+        self.has_pending.clone()
+    }
+
+    /// How long until the waiting counts should be written, if any wait.
+    pub fn counts_due_in(&self) -> Option<Duration> {
+        self.pending.until_due()
+    }
+
+    /// Writes the error counts waiting in memory, in a transaction of their own.
+    pub fn flush_counts(&mut self) -> StoreResult<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = (|| -> StoreResult<()> {
+            let tx = self.conn.transaction()?;
+            self.pending.write(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // Tried again after another interval, not in a loop.
+            self.pending.postpone();
+            return Err(e);
+        }
+        self.counted_through = self.counted_through.max(self.pending.through());
+        self.pending.clear();
+        self.has_pending.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Stores every record of every job in one transaction. Either the whole batch is committed
@@ -256,7 +315,22 @@ impl EventSink {
                 outcomes.push(job_outcomes);
             }
         }
-        let users = store_events(&tx, &accepted, received_at, &mut self.known_users)?;
+        let stored = store_events(
+            &tx,
+            &accepted,
+            received_at,
+            &mut self.known_users,
+            &mut self.pending,
+        )?;
+        // Counts wait in memory unless they are due, or an event took an id at or below the mark
+        // (SQLite reused the id of a deleted newest event): then the recount after a crash would
+        // not find that event, so its count is written with it.
+        let flush = self.pending.due()
+            || (!stored.counts.is_empty() && stored.lowest_event_id <= self.counted_through);
+        if flush {
+            self.pending.write(&tx)?;
+            stored.counts.write(&tx)?;
+        }
         tx.commit().map_err(|e| {
             let e = StoreError::from(e);
             if e.is_full() {
@@ -265,72 +339,84 @@ impl EventSink {
                 e
             }
         })?;
-        self.known_users.remember(users);
+        self.known_users.remember(stored.users);
+        if flush {
+            self.counted_through = self
+                .counted_through
+                .max(self.pending.through())
+                .max(stored.counts.through());
+            self.pending.clear();
+            self.has_pending.store(false, Ordering::Release);
+        } else if !stored.counts.is_empty() {
+            self.pending.merge(stored.counts);
+            // Before the caller answers any job of this batch.
+            self.has_pending.store(true, Ordering::Release);
+        }
         Ok(outcomes)
     }
 }
 
+/// What [`store_events`] wrote, for the caller to act on once the batch commits.
+struct Stored {
+    /// (error, user) pairs stored or found stored, for [`KnownUsers`].
+    users: Vec<(i64, i64)>,
+    /// The batch's error counts, not yet written.
+    counts: PendingCounts,
+    /// The smallest event id the batch was given (`i64::MAX` if it stored none).
+    lowest_event_id: i64,
+}
+
 /// One error's share of a batch.
 struct ErrorDelta<'a> {
-    count: i64,
     first: i64,
     last: i64,
-    /// The newest event of the batch names and describes the error.
+    /// The newest event of the batch names and describes a new error.
     newest: &'a EventRecord,
 }
 
-/// Upserts each error once with the batch's count, then inserts the events, hourly counts and
-/// users. Returns the (error, user) pairs the batch stored or found stored, for [`KnownUsers`]
-/// once the batch has committed.
+/// Finds or creates each error of the batch once, then inserts the events and their users. The
+/// events are counted into the returned [`PendingCounts`], not into their errors' rows.
 fn store_events(
     tx: &rusqlite::Transaction,
     events: &[&EventRecord],
     received_at: i64,
     known_users: &mut KnownUsers,
-) -> StoreResult<Vec<(i64, i64)>> {
-    let mut users = Vec::new();
+    pending: &mut PendingCounts,
+) -> StoreResult<Stored> {
+    let mut stored = Stored {
+        users: Vec::new(),
+        counts: PendingCounts::default(),
+        lowest_event_id: i64::MAX,
+    };
     if events.is_empty() {
-        return Ok(users);
+        return Ok(stored);
     }
     let mut deltas: HashMap<(i64, i64), ErrorDelta> = HashMap::new();
     for e in events {
         deltas
             .entry((e.project_id, e.fingerprint))
             .and_modify(|d| {
-                d.count += 1;
                 d.first = d.first.min(e.occurred_at);
                 d.last = d.last.max(e.occurred_at);
                 d.newest = e;
             })
             .or_insert(ErrorDelta {
-                count: 1,
                 first: e.occurred_at,
                 last: e.occurred_at,
                 newest: e,
             });
     }
-    // An existing error counts the events and keeps the newest description; a resolved one
-    // becomes unresolved again (a regression), an ignored one stays ignored. A new error starts
-    // unresolved.
-    //
-    // This is an UPDATE that assigns only what changes on every batch, with the rarer changes
-    // made by their own statements, rather than one INSERT .. ON CONFLICT DO UPDATE: SQLite
-    // rewrites every index holding a column the SET list names, whether or not its value
-    // changed, and all three list indexes hold `status`. Under load this statement runs about
-    // once per event, so touching two indexes instead of three (and making no insert attempt
-    // first) counts.
-    let mut bump_error = tx.prepare_cached(
-        "UPDATE errors SET event_count = event_count + ?3,
-                           last_seen_at = MAX(last_seen_at, ?4),
-                           description = ?5,
-                           actor = ?6
-         WHERE project_id = ?1 AND fingerprint = ?2
-         RETURNING id, status, first_seen_at",
+    // An existing error that was resolved becomes unresolved again (a regression), an ignored
+    // one stays ignored; an earlier event moves its first-seen time. Both are rare, so each has
+    // its own statement after a plain lookup, which writes nothing in the common case. A new
+    // error starts unresolved with a count of zero: its events are counted with the others.
+    let mut find_error = tx.prepare_cached(
+        "SELECT id, status, first_seen_at FROM errors WHERE project_id = ?1 AND fingerprint = ?2",
     )?;
     let mut insert_error = tx.prepare_cached(
         "INSERT INTO errors (project_id, fingerprint, name, description, actor, platform,
                              status, event_count, first_seen_at, last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8)
          RETURNING id",
     )?;
     let mut reopen = tx.prepare_cached("UPDATE errors SET status = ?2 WHERE id = ?1")?;
@@ -338,19 +424,10 @@ fn store_events(
         tx.prepare_cached("UPDATE errors SET first_seen_at = ?2 WHERE id = ?1")?;
     let mut error_ids: HashMap<(i64, i64), i64> = HashMap::with_capacity(deltas.len());
     for (key, d) in &deltas {
-        let e = d.newest;
-        let existing: Option<(i64, i64, i64)> = bump_error
-            .query_row(
-                params![
-                    e.project_id,
-                    e.fingerprint,
-                    d.count,
-                    d.last,
-                    e.description,
-                    e.actor
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+        let existing: Option<(i64, i64, i64)> = find_error
+            .query_row(params![key.0, key.1], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?;
         let id = match existing {
             Some((id, status, first_seen_at)) => {
@@ -363,6 +440,7 @@ fn store_events(
                 id
             }
             None => {
+                let e = d.newest;
                 let id = insert_error.query_row(
                     params![
                         e.project_id,
@@ -371,7 +449,6 @@ fn store_events(
                         e.description,
                         e.actor,
                         e.platform,
-                        d.count,
                         d.first,
                         d.last
                     ],
@@ -379,6 +456,7 @@ fn store_events(
                 )?;
                 // A new error may reuse the id of a deleted one.
                 known_users.forget_error(id);
+                pending.forget_error(id);
                 id
             }
         };
@@ -396,7 +474,6 @@ fn store_events(
     let mut count_user = tx.prepare_cached(
         "UPDATE errors SET approximated_user_count = approximated_user_count + 1 WHERE id = ?1",
     )?;
-    let mut hours: HashMap<(i64, i64), i64> = HashMap::new();
     for e in events {
         let error_id = error_ids[&(e.project_id, e.fingerprint)];
         insert_event.execute(params![
@@ -418,27 +495,27 @@ fn store_events(
             e.payload,
             e.payload_codec.code()
         ])?;
-        *hours
-            .entry((error_id, e.occurred_at.div_euclid(3_600_000) * 3600))
-            .or_default() += 1;
+        let event_row = tx.last_insert_rowid();
+        stored.lowest_event_id = stored.lowest_event_id.min(event_row);
+        stored.counts.add(
+            event_row,
+            error_id,
+            e.fingerprint,
+            e.occurred_at,
+            &e.description,
+            &e.actor,
+        );
         if let Some(user) = &e.user_identity {
             let user = user_hash(user);
             if !known_users.contains(error_id, user) {
                 if add_user.execute(params![error_id, user])? > 0 {
                     count_user.execute([error_id])?;
                 }
-                users.push((error_id, user));
+                stored.users.push((error_id, user));
             }
         }
     }
-    let mut bump_hour = tx.prepare_cached(
-        "INSERT INTO error_hourly (error_id, hour, count) VALUES (?1, ?2, ?3)
-         ON CONFLICT (error_id, hour) DO UPDATE SET count = count + excluded.count",
-    )?;
-    for ((error_id, hour), n) in hours {
-        bump_hour.execute(params![error_id, hour, n])?;
-    }
-    Ok(users)
+    Ok(stored)
 }
 
 /// A stable 63-bit hash of a user identity; the identity itself is not stored twice.
@@ -503,7 +580,8 @@ mod tests {
         })
     }
 
-    fn write(sink: &mut EventSink, records: Vec<Record>) -> Vec<EventOutcome> {
+    /// One batch, its counts left in memory as the writer leaves them between flushes.
+    fn write_unsettled(sink: &mut EventSink, records: Vec<Record>) -> Vec<EventOutcome> {
         let jobs: Vec<Vec<Record>> = records.into_iter().map(|r| vec![r]).collect();
         let slices: Vec<&[Record]> = jobs.iter().map(Vec::as_slice).collect();
         sink.write_batch(&slices)
@@ -511,6 +589,124 @@ mod tests {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// One batch with its counts written, as a reader sees it.
+    fn write(sink: &mut EventSink, records: Vec<Record>) -> Vec<EventOutcome> {
+        let outcomes = write_unsettled(sink, records);
+        sink.flush_counts().expect("counts written");
+        outcomes
+    }
+
+    /// Sum of `event_count` and of `error_hourly.count` over all errors, and the mark.
+    fn stored_counts(sink: &EventSink) -> (i64, i64, i64) {
+        sink.conn
+            .query_row(
+                "SELECT (SELECT COALESCE(SUM(event_count), 0) FROM errors),
+                        (SELECT COALESCE(SUM(count), 0) FROM error_hourly),
+                        (SELECT counted_through FROM ingest_state)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("counts")
+    }
+
+    fn reopen(dir: &tempfile::TempDir) -> EventSink {
+        let opts = SqliteOptions {
+            path: dir.path().join("sink.db"),
+            synchronous: Default::default(),
+            max_page_count: None,
+        };
+        EventSink::open(&opts).expect("sink reopens")
+    }
+
+    #[test]
+    fn counts_wait_in_memory_until_flushed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = sink(&dir);
+        let flag = sink.pending_flag();
+        write_unsettled(
+            &mut sink,
+            vec![event(1, 7, 5_000, "a"), event(2, 8, 6_000, "b")],
+        );
+        assert!(flag.load(Ordering::Acquire), "readers are told counts wait");
+        // The new errors exist at once (lists can name them); their counts come with the flush.
+        assert_eq!(stored_counts(&sink), (0, 0, 0));
+        assert_eq!(error_row(&sink, 7), (0, 0, 5_000, 5_000, "a".into()));
+        sink.flush_counts().expect("flush");
+        assert!(!flag.load(Ordering::Acquire));
+        assert_eq!(stored_counts(&sink), (2, 2, 2));
+        assert_eq!(error_row(&sink, 8), (1, 0, 6_000, 6_000, "b".into()));
+    }
+
+    #[test]
+    fn counts_lost_with_the_process_are_recounted_once_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = sink(&dir);
+        write(
+            &mut sink,
+            vec![event(1, 7, 5_000, "a"), event(2, 7, 6_000, "b")],
+        );
+        write_unsettled(
+            &mut sink,
+            vec![event(3, 7, 9_000, "c"), event(4, 9, 7_200_000, "d")],
+        );
+        assert_eq!(stored_counts(&sink), (2, 2, 2));
+        // The process dies with two events counted only in memory.
+        drop(sink);
+        let sink = reopen(&dir);
+        assert_eq!(stored_counts(&sink), (4, 4, 4));
+        assert_eq!(error_row(&sink, 7), (3, 0, 5_000, 9_000, "c".into()));
+        assert_eq!(
+            error_row(&sink, 9),
+            (1, 0, 7_200_000, 7_200_000, "d".into())
+        );
+        // Starting again finds nothing left to count.
+        drop(sink);
+        let mut sink = reopen(&dir);
+        assert_eq!(stored_counts(&sink), (4, 4, 4));
+        write(&mut sink, vec![event(5, 9, 7_300_000, "e")]);
+        assert_eq!(stored_counts(&sink), (5, 5, 5));
+    }
+
+    #[test]
+    fn an_event_reusing_a_counted_id_is_counted_with_its_batch() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = sink(&dir);
+        write(
+            &mut sink,
+            vec![event(1, 7, 5_000, "a"), event(2, 7, 6_000, "b")],
+        );
+        assert_eq!(stored_counts(&sink).2, 2);
+        // The newest event goes (as when its project is deleted); SQLite hands its id out again.
+        sink.conn
+            .execute("DELETE FROM events WHERE id = 2", [])
+            .expect("delete");
+        write_unsettled(&mut sink, vec![event(3, 7, 7_000, "c")]);
+        let reused: i64 = sink
+            .conn
+            .query_row("SELECT MAX(id) FROM events", [], |r| r.get(0))
+            .expect("id");
+        assert_eq!(reused, 2, "the id was reused");
+        // Counted in the batch's own transaction: a crash now cannot lose it.
+        assert_eq!(stored_counts(&sink).0, 3);
+        drop(sink);
+        let sink = reopen(&dir);
+        assert_eq!(stored_counts(&sink).0, 3, "and it is not counted twice");
+    }
+
+    #[test]
+    fn counts_of_a_deleted_error_do_not_land_on_the_error_that_takes_its_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = sink(&dir);
+        write_unsettled(&mut sink, vec![event(1, 7, 5_000, "a")]);
+        // The error and its event are deleted before the flush (a project deletion does this).
+        sink.conn
+            .execute_batch("DELETE FROM events; DELETE FROM errors;")
+            .expect("delete");
+        write(&mut sink, vec![event(2, 8, 6_000, "b")]);
+        assert_eq!(error_row(&sink, 8).0, 1, "only its own event");
+        assert_eq!(stored_counts(&sink).0, 1);
     }
 
     /// (event_count, status, first_seen_at, last_seen_at, description) of the error.

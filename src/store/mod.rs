@@ -4,6 +4,7 @@
 //! [`crate::writer`] but its transaction body is here too ([`sqlite::EventSink`]).
 
 pub mod checkpoint;
+pub mod counts;
 pub mod ingest;
 pub mod payload;
 pub mod read;

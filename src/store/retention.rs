@@ -240,6 +240,7 @@ mod tests {
             .map(|n| event(n, if n == 2510 { 3 } else { 2 }, now - day))
             .collect();
         sink.write_batch(&[&old, &new]).expect("write");
+        sink.flush_counts().expect("counts written");
         // The sink stamps `received_at` with the wall clock; age the first 2,500 as if they
         // had arrived 40 days before `now`, the others a day before.
         store

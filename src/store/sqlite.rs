@@ -227,6 +227,16 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE events ADD COLUMN payload_codec INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 7: the writer keeps error counts in memory between flushes (`store::counts`); this row
+    // says up to which event id they are in `errors` and `error_hourly`. Every event stored so
+    // far is counted.
+    r#"
+    CREATE TABLE ingest_state (
+        id              INTEGER PRIMARY KEY CHECK (id = 1),
+        counted_through INTEGER NOT NULL
+    );
+    INSERT INTO ingest_state (id, counted_through) SELECT 1, COALESCE(MAX(id), 0) FROM events;
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.

@@ -55,6 +55,17 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// Has the writer write the error counts it keeps in memory, as every read API request does
+    /// first; tests that read `errors` straight from the database file call this before.
+    pub async fn settle_counts(&self) {
+        self.server
+            .state
+            .writer
+            .settle_counts()
+            .await
+            .expect("counts written");
+    }
+
     /// Sends a request with a `PRIVATE-TOKEN` header and returns status and JSON body
     /// (`Value::Null` for an empty body).
     pub async fn call(
