@@ -175,6 +175,7 @@ fn fill(db: &Path, project_id: i64, events: u64, errors: u64) -> anyhow::Result<
             );
         }
     }
+    sink.flush_counts()?;
     Ok(started.elapsed())
 }
 

@@ -135,6 +135,12 @@ pub fn preload_events(
             started.elapsed().as_secs_f64()
         );
     }
+    // The preloaded errors carry their counts already: mark every event counted, or the gateway
+    // would count them again at start (see `store::counts`).
+    conn.execute(
+        "UPDATE ingest_state SET counted_through = (SELECT COALESCE(MAX(id), 0) FROM events)",
+        [],
+    )?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(())
 }
