@@ -110,6 +110,8 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     .context("starting the writer thread")?;
 
     let retention_store = store.clone();
+    let purge_store = store.clone();
+    let purge = Arc::new(tokio::sync::Notify::new());
     let state = AppState::new(AppParts {
         store: Arc::new(store),
         keys: cache,
@@ -125,6 +127,7 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
             ack: config.ingest.ack,
             body_timeout: std::time::Duration::from_secs(config.http.body_timeout_secs),
         }),
+        purge: purge.clone(),
     });
     let router = http::router(state.clone());
     let (tx, rx) = watch::channel(false);
@@ -135,6 +138,8 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
         state.metrics.clone(),
         tx.subscribe(),
     );
+    // Removes deleted projects' rows, starting with any a restart left half done.
+    crate::purge::spawn(purge_store, purge, tx.subscribe());
     let serve_config = ServeConfig {
         header_timeout: std::time::Duration::from_secs(config.http.header_timeout_secs),
         max_connections: config.http.max_connections,

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
+pub mod purge;
 pub mod retention;
 pub mod store;
 pub mod writer;

@@ -17,6 +17,14 @@ struct Gateway {
     base: String,
 }
 
+/// A failing assertion must not leave the server running after the test.
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the binary on a free port with JSON logs and returns once it listens.
 fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));

@@ -894,11 +894,26 @@ async fn deleting_a_project_deletes_its_data() {
         r.status,
         r.body
     );
+    // Gone for the API at once; the rows are removed in the background, project row last.
+    let r = get(&app, &api(gone, "/errors"), &app.admin_token).await;
+    assert_eq!(r.status, 404);
+    let conn = db(&app);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count(
+        &conn,
+        &format!("SELECT COUNT(*) FROM projects WHERE id = {gone}"),
+    ) > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted project's rows are removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     // Counts still in the writer's memory when the project went are written now: the deleted
     // project's must not come back as orphan hourly rows.
     app.settle_counts().await;
-    let conn = db(&app);
-    for table in ["events", "errors"] {
+    for table in ["events", "errors", "client_keys"] {
         assert_eq!(
             count(
                 &conn,

@@ -185,6 +185,9 @@ pub async fn delete_project(
     let project = project_for(&state, &caller, &id, AccessLevel::OWNER).await?;
     state.store.delete_project(project.id).await?;
     state.keys.remove_project(project.id);
+    // The project is gone for every API now; its rows are removed in the background, which is
+    // what GitLab's 202 says too.
+    state.purge.notify_one();
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"message": "202 Accepted"})),

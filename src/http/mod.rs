@@ -58,6 +58,8 @@ pub struct AppParts {
     pub writer: WriterHandle,
     pub rate_limiter: Arc<RateLimiter>,
     pub ingest: Arc<ingest::IngestSettings>,
+    /// Wakes the task that removes deleted projects' rows (`crate::purge`).
+    pub purge: Arc<tokio::sync::Notify>,
 }
 
 /// Whether a path segment is a numeric id: a non-empty run of ASCII digits. `str::parse` alone

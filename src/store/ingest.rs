@@ -235,7 +235,9 @@ impl EventSink {
             // A project may be deleted between a handler accepting its event and this commit.
             // Its records are skipped: inserting them would break the foreign key and fail the
             // whole batch, every other project's events included.
-            let mut project_exists = tx.prepare_cached("SELECT 1 FROM projects WHERE id = ?1")?;
+            let mut project_exists = tx.prepare_cached(
+                "SELECT 1 FROM projects WHERE id = ?1 AND deleting_since IS NULL",
+            )?;
             let mut live_project = |id: i64| -> StoreResult<bool> {
                 Ok(project_exists
                     .query_row([id], |_| Ok(()))

@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod counts;
 pub mod ingest;
 pub mod payload;
+pub mod purge;
 pub mod read;
 pub mod retention;
 pub mod sqlite;
@@ -213,8 +214,9 @@ pub trait Store: ReadStore + Send + Sync + 'static {
     async fn project_by_id(&self, id: i64) -> StoreResult<Option<Project>>;
     async fn project_by_path(&self, path_with_namespace: &str) -> StoreResult<Option<Project>>;
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
-    /// Deletes the project and everything that hangs off it (members, settings, keys, errors,
-    /// events). Returns the ids of the client keys that went with it.
+    /// Deletes the project: at once for every lookup, its keys disabled, its events refused by
+    /// the writer. Its rows (members, settings, keys, errors, events) are removed afterwards by
+    /// [`purge::purge_marked`], in small transactions. Returns the keys that went with it.
     async fn delete_project(&self, id: i64) -> StoreResult<Vec<ClientKey>>;
 
     async fn member_level(&self, project_id: i64, user_id: i64) -> StoreResult<Option<i64>>;

@@ -180,7 +180,7 @@ impl Step {
 
 /// Runs `f` on a blocking thread with the pass's own connection and hands the connection back,
 /// with how long the transaction took.
-async fn batch<T: Send + 'static>(
+pub(super) async fn batch<T: Send + 'static>(
     mut conn: Connection,
     f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
 ) -> StoreResult<(Connection, T, Duration)> {
@@ -193,7 +193,7 @@ async fn batch<T: Send + 'static>(
 }
 
 /// Gives the writer the lock for at least as long as the last batch held it.
-async fn pause(took: Duration) {
+pub(super) async fn pause(took: Duration) {
     tokio::time::sleep(took.max(MIN_PAUSE)).await;
 }
 

@@ -237,6 +237,11 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO ingest_state (id, counted_through) SELECT 1, COALESCE(MAX(id), 0) FROM events;
     "#,
+    // 8: a deleted project is marked first and its rows removed afterwards in small transactions
+    // (`store::purge`); a marked project is invisible to every lookup.
+    r#"
+    ALTER TABLE projects ADD COLUMN deleting_since INTEGER;
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.
@@ -672,7 +677,9 @@ impl Store for SqliteStore {
     async fn project_by_id(&self, id: i64) -> StoreResult<Option<Project>> {
         self.run(move |c| {
             Ok(c.query_row(
-                &format!("SELECT {PROJECT_COLS} FROM projects WHERE id = ?1"),
+                &format!(
+                    "SELECT {PROJECT_COLS} FROM projects WHERE id = ?1 AND deleting_since IS NULL"
+                ),
                 [id],
                 project_row,
             )
@@ -685,7 +692,10 @@ impl Store for SqliteStore {
         let path = path_with_namespace.to_owned();
         self.run(move |c| {
             Ok(c.query_row(
-                &format!("SELECT {PROJECT_COLS} FROM projects WHERE path_with_namespace = ?1"),
+                &format!(
+                    "SELECT {PROJECT_COLS} FROM projects
+                     WHERE path_with_namespace = ?1 AND deleting_since IS NULL"
+                ),
                 [path],
                 project_row,
             )
@@ -696,7 +706,9 @@ impl Store for SqliteStore {
 
     async fn list_projects(&self) -> StoreResult<Vec<Project>> {
         self.run(|c| {
-            let mut st = c.prepare(&format!("SELECT {PROJECT_COLS} FROM projects ORDER BY id"))?;
+            let mut st = c.prepare(&format!(
+                "SELECT {PROJECT_COLS} FROM projects WHERE deleting_since IS NULL ORDER BY id"
+            ))?;
             let rows = st
                 .query_map([], project_row)?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -717,8 +729,16 @@ impl Store for SqliteStore {
                     .collect::<Result<Vec<_>, _>>()?;
                 rows
             };
-            // Foreign keys cascade to members, settings, keys and every ingested row.
-            tx.execute("DELETE FROM projects WHERE id = ?1", [id])?;
+            // Only marked here: the rows go in small transactions (`purge`), so that a project
+            // with millions of events never holds the write lock for long.
+            tx.execute(
+                "UPDATE projects SET deleting_since = ?2 WHERE id = ?1 AND deleting_since IS NULL",
+                params![id, now_millis()],
+            )?;
+            tx.execute(
+                "UPDATE client_keys SET active = 0 WHERE project_id = ?1",
+                [id],
+            )?;
             tx.commit()?;
             Ok(keys)
         })

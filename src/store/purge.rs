@@ -1,0 +1,219 @@
+//! Removing a deleted project's data. `DELETE /projects/:id` only marks the project
+//! (`projects.deleting_since`) and disables its keys, in one short transaction, and answers 202 as
+//! GitLab does. From then on no API finds the project and the writer skips its events. The rows
+//! are removed here afterwards, in small transactions with pauses between them as retention
+//! does, so that a project with millions of events never keeps the ingestion writer from the
+//! write lock for long. Until this change one cascading `DELETE` did it all in one transaction,
+//! which could hold the lock past the writer's busy timeout and fail every project's batches.
+//!
+//! The project row goes last; by then its cascade only reaches members, settings and keys. A
+//! purge cut short by a restart is taken up again at the next start: the mark is in the database.
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::retention::{batch, pause, BATCH_ROWS};
+use super::sqlite::{open_connection, SqliteStore};
+use super::StoreResult;
+
+/// What purging one project removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub events: u64,
+    pub errors: u64,
+    pub attachments: u64,
+    pub user_reports: u64,
+}
+
+/// Purges every project marked for deletion; returns one report per project purged.
+pub async fn purge_marked(store: &SqliteStore) -> StoreResult<Vec<(i64, PurgeReport)>> {
+    let opts = store.options().clone();
+    let mut conn = tokio::task::spawn_blocking(move || open_connection(&opts)).await??;
+    let mut done = Vec::new();
+    loop {
+        let (c, next, _) = batch(conn, |c| {
+            Ok(c.query_row(
+                "SELECT MIN(id) FROM projects WHERE deleting_since IS NOT NULL",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )?)
+        })
+        .await?;
+        conn = c;
+        let Some(project_id) = next else {
+            return Ok(done);
+        };
+        let (c, report) = purge_project(conn, project_id).await?;
+        conn = c;
+        done.push((project_id, report));
+    }
+}
+
+/// The tables a project's rows are removed from, in order: events before the errors they
+/// point at. Each query finds the project's rows through an index that starts with `project_id`.
+const STEPS: [&str; 4] = [
+    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE project_id = ?1 LIMIT ?2)",
+    // Each error takes its hourly counts and users with it (foreign keys cascade here).
+    "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE project_id = ?1 LIMIT ?2)",
+    "DELETE FROM attachments WHERE id IN
+         (SELECT id FROM attachments WHERE project_id = ?1 LIMIT ?2)",
+    "DELETE FROM user_reports WHERE id IN
+         (SELECT id FROM user_reports WHERE project_id = ?1 LIMIT ?2)",
+];
+
+async fn purge_project(
+    mut conn: Connection,
+    project_id: i64,
+) -> StoreResult<(Connection, PurgeReport)> {
+    let mut report = PurgeReport::default();
+    for (i, sql) in STEPS.iter().enumerate() {
+        loop {
+            let (c, n, took) = batch(conn, move |c| delete_batch(c, sql, project_id)).await?;
+            conn = c;
+            match i {
+                0 => report.events += n,
+                1 => report.errors += n,
+                2 => report.attachments += n,
+                _ => report.user_reports += n,
+            }
+            if (n as i64) < BATCH_ROWS {
+                break;
+            }
+            pause(took).await;
+        }
+    }
+    let (conn, _, _) = batch(conn, move |c| {
+        Ok(c.execute("DELETE FROM projects WHERE id = ?1", [project_id])?)
+    })
+    .await?;
+    Ok((conn, report))
+}
+
+/// Up to [`BATCH_ROWS`] rows of one table, in one immediate transaction (see retention).
+fn delete_batch(conn: &mut Connection, sql: &str, project_id: i64) -> StoreResult<u64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let n = tx
+        .prepare_cached(sql)?
+        .execute(params![project_id, BATCH_ROWS])?;
+    tx.commit()?;
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ingest::{test_event, EventOutcome, EventRecord, EventSink, Record};
+    use crate::store::{NewProject, NewUser, Store};
+
+    fn count(store: &SqliteStore, sql: &str) -> i64 {
+        let sql = sql.to_owned();
+        store
+            .run_blocking(move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?))
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn a_marked_project_is_hidden_at_once_and_purged_in_batches() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path(), Default::default()).expect("store");
+        let owner = store
+            .create_user(NewUser {
+                username: "o".into(),
+                name: "O".into(),
+                email: None,
+                is_admin: true,
+            })
+            .await
+            .expect("user");
+        let mut ids = Vec::new();
+        for name in ["gone", "kept"] {
+            let p = store
+                .create_project(NewProject {
+                    name: name.into(),
+                    path: name.into(),
+                    namespace_path: "o".into(),
+                    owner_id: owner.id,
+                })
+                .await
+                .expect("project");
+            ids.push(p.id);
+        }
+        let (gone, kept) = (ids[0], ids[1]);
+        let key = store
+            .create_key(gone, "00112233445566778899aabbccddeeff".into())
+            .await
+            .expect("key");
+        // More events and errors than one batch holds, so the purge takes several rounds.
+        let mut sink = EventSink::open(store.options()).expect("sink");
+        let events: Vec<Record> = (0..(2 * BATCH_ROWS as u64 + 7))
+            .map(|n| {
+                let mut e = test_event(n, n as i64 % 300, 1_000 + n as i64);
+                e.project_id = if n % 10 == 0 { kept } else { gone };
+                Record::Event(e)
+            })
+            .collect();
+        sink.write_batch(&[&events]).expect("write");
+        sink.flush_counts().expect("counts");
+
+        store.delete_project(gone).await.expect("mark");
+        // Gone from every lookup at once; its keys are disabled; its rows are still there.
+        assert!(store.project_by_id(gone).await.expect("by id").is_none());
+        assert!(store
+            .project_by_path("o/gone")
+            .await
+            .expect("by path")
+            .is_none());
+        assert_eq!(store.list_projects().await.expect("list").len(), 1);
+        let active: i64 = count(
+            &store,
+            &format!("SELECT active FROM client_keys WHERE id = {}", key.id),
+        );
+        assert_eq!(active, 0);
+        // The writer now skips the project's events.
+        let late = Record::Event(EventRecord {
+            project_id: gone,
+            ..test_event(99_999, 1, 5)
+        });
+        let out = sink.write_batch(&[&[late]]).expect("write");
+        assert_eq!(out, vec![vec![EventOutcome::ProjectGone]]);
+
+        let done = purge_marked(&store).await.expect("purge");
+        assert_eq!(done.len(), 1);
+        let (id, report) = done[0];
+        assert_eq!(id, gone);
+        assert!(report.events > BATCH_ROWS as u64, "{report:?}");
+        assert!(report.errors > 0, "{report:?}");
+        for table in ["events", "errors", "client_keys", "projects"] {
+            assert_eq!(
+                count(
+                    &store,
+                    &format!("SELECT COUNT(*) FROM {table} WHERE {} = {gone}", {
+                        if table == "projects" {
+                            "id"
+                        } else {
+                            "project_id"
+                        }
+                    })
+                ),
+                0,
+                "{table}"
+            );
+        }
+        // Hourly counts and users went with their errors; the other project kept its own.
+        assert_eq!(
+            count(
+                &store,
+                "SELECT COUNT(*) FROM error_hourly h LEFT JOIN errors e ON e.id = h.error_id
+                 WHERE e.id IS NULL"
+            ),
+            0
+        );
+        assert_eq!(
+            count(
+                &store,
+                &format!("SELECT COUNT(*) FROM events WHERE project_id = {kept}")
+            ),
+            (2 * BATCH_ROWS + 7 + 9) / 10
+        );
+        assert!(purge_marked(&store).await.expect("again").is_empty());
+    }
+}
