@@ -211,7 +211,12 @@ fn run_loop(
         };
         match first {
             Ok(Message::Job { records, reply }) => batch.push(Pending { records, reply }),
-            Ok(Message::SettleCounts(reply)) => settle.push(reply),
+            // No batch is open: answer the reader now rather than wait to fill one.
+            Ok(Message::SettleCounts(reply)) => {
+                settle.push(reply);
+                settle_counts(&mut sink, &mut settle);
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) => {
                 settle_counts(&mut sink, &mut settle);
                 continue;

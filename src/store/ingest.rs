@@ -149,7 +149,7 @@ impl KnownUsers {
 
 impl EventSink {
     pub fn open(opts: &SqliteOptions) -> StoreResult<EventSink> {
-        let conn = open_connection(opts)?;
+        let mut conn = open_connection(opts)?;
         // The writer touches the same index pages batch after batch; 32 MiB of page cache
         // (SQLite's default is 2 MiB) keeps them in memory instead of re-reading them.
         conn.pragma_update(None, "cache_size", -32_768)?;
@@ -166,7 +166,6 @@ impl EventSink {
             "wal_autocheckpoint",
             super::checkpoint::WRITER_AUTOCHECKPOINT_PAGES,
         )?;
-        let mut conn = conn;
         // Counts of events stored after the last flush before the previous process ended.
         let tx = conn.transaction()?;
         let recounted = counts::recount_tail(&tx)?;
@@ -187,7 +186,7 @@ impl EventSink {
         })
     }
 
-    /// Set while error counts wait in memory; see [`EventSink::has_pending`]'s field.
+    /// The flag that is set while error counts wait in memory (see the `has_pending` field).
     pub fn pending_flag(&self) -> Arc<AtomicBool> {
         self.has_pending.clone()
     }
@@ -222,9 +221,9 @@ impl EventSink {
     /// Stores every record of every job in one transaction. Either the whole batch is committed
     /// or none of it is; the caller acknowledges only after this returns `Ok`.
     ///
-    /// Events of the same error within a batch are counted with one upsert of their error (and
-    /// one per hour bucket) rather than one per event: under load a batch holds hundreds of
-    /// events of a few errors, and each upsert rewrites the error's three list-index entries.
+    /// Each error of the batch is looked up (or created) once. The events' counts are added to
+    /// the counts waiting in memory and written when due (see [`counts`]), in this transaction
+    /// if they are due now.
     pub fn write_batch(&mut self, jobs: &[&[Record]]) -> StoreResult<Vec<Vec<EventOutcome>>> {
         let tx = self.conn.transaction()?;
         let received_at = now_millis();

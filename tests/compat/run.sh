@@ -186,6 +186,13 @@ if [[ "${COMPAT_UPDATE_FIXTURES:-}" == 1 ]]; then
     fixtures="$root/tests/fixtures/sdk"
     log "writing fixtures to tests/fixtures/sdk/"
 fi
+# Error counts wait in the writer's memory for up to 100 ms, and every read API request has them
+# written first (README, "What a 200 means"); so each project's errors are read through the API,
+# as GitLab would, before check.py reads the database file.
+while read -r _ pid _; do
+    curl -fsS -o /dev/null -H "PRIVATE-TOKEN: $token" \
+        "http://127.0.0.1:$port/errortracking/api/v1/projects/$pid/errors"
+done <"$manifest"
 checked=1
 # The brotli venv's python, so that check.py can decode the br bodies it checks. Its last line is
 # the summary; nothing is printed after it.
