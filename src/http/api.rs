@@ -383,6 +383,19 @@ pub async fn authenticate(state: &AppState, params: &Params) -> ApiResult<Caller
 /// Finds the project named by `id` (numeric id or URL-decoded full path) that the caller may
 /// see, and checks that the caller holds at least `min`. Non-members get 404 so that they cannot
 /// learn that a project exists.
+/// The opening of every project-scoped handler: the caller, authenticated by token, and the
+/// project `id` names, which the caller must reach with at least `min` (see [`project_for`]).
+pub async fn project_access(
+    state: &AppState,
+    params: &Params,
+    id: &str,
+    min: AccessLevel,
+) -> ApiResult<(Caller, Project)> {
+    let caller = authenticate(state, params).await?;
+    let project = project_for(state, &caller, id, min).await?;
+    Ok((caller, project))
+}
+
 pub async fn project_for(
     state: &AppState,
     caller: &Caller,

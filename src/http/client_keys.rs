@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::api::{authenticate, project_for, ApiError, ApiResult, Pagination, Params};
+use super::api::{project_access, ApiError, ApiResult, Pagination, Params};
 use super::AppState;
 use crate::domain::keys::{dsn, generate_public_key};
 use crate::store::{AccessLevel, ClientKey};
@@ -26,8 +26,7 @@ pub async fn list(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::MAINTAINER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::MAINTAINER).await?;
     let pg = Pagination::from_params(&params)?;
     let page = state
         .store
@@ -42,8 +41,7 @@ pub async fn create(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::MAINTAINER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::MAINTAINER).await?;
     let key = state
         .store
         .create_key(project.id, generate_public_key())
@@ -57,8 +55,7 @@ pub async fn delete(
     Path((id, key_id)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::MAINTAINER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::MAINTAINER).await?;
     let key_id: i64 = key_id
         .parse()
         .map_err(|_| ApiError::BadParams("key_id is invalid".into()))?;

@@ -8,7 +8,7 @@ use axum::Json;
 use chrono::NaiveDate;
 use serde_json::{json, Value};
 
-use super::api::{authenticate, project_for, ApiError, ApiResult, Caller, Params};
+use super::api::{authenticate, project_access, ApiError, ApiResult, Caller, Params};
 use super::AppState;
 use crate::domain::tokens;
 use crate::store::{
@@ -171,8 +171,7 @@ pub async fn get_project(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::GUEST).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::GUEST).await?;
     Ok(Json(project_json(&state, &project)))
 }
 
@@ -181,8 +180,7 @@ pub async fn delete_project(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::OWNER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::OWNER).await?;
     state.store.delete_project(project.id).await?;
     state.keys.remove_project(project.id);
     // The project is gone for every API now; its rows are removed in the background, which is
@@ -200,8 +198,7 @@ pub async fn list_members(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::GUEST).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::GUEST).await?;
     let members = state.store.list_members(project.id).await?;
     Ok(Json(Value::Array(
         members.iter().map(member_json).collect(),
@@ -213,8 +210,7 @@ pub async fn add_member(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::MAINTAINER).await?;
+    let (caller, project) = project_access(&state, &params, &id, AccessLevel::MAINTAINER).await?;
     params.check_body()?;
     let user_id = params.int("user_id")?;
     let level = params.int("access_level")?;
@@ -261,8 +257,7 @@ pub async fn remove_member(
     Path((id, user_id)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<StatusCode> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::MAINTAINER).await?;
+    let (caller, project) = project_access(&state, &params, &id, AccessLevel::MAINTAINER).await?;
     let user_id: i64 = user_id
         .parse()
         .map_err(|_| ApiError::BadParams("user_id is invalid".into()))?;

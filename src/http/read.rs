@@ -27,7 +27,7 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use super::api::{authenticate, project_for, ApiError, ApiResult, Params};
+use super::api::{project_access, ApiError, ApiResult, Params};
 use super::AppState;
 use crate::store::read::{
     ErrorQuery, ErrorSort, ErrorStatus, EventQuery, EventSort, Keyset, MessageQuery, StoredEvent,
@@ -56,8 +56,7 @@ async fn list_errors(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::REPORTER).await?;
     let args = ErrorListArgs::parse(&params)?;
     settle_counts(&state).await;
     let page = state.store.list_errors(args.query(project.id)).await?;
@@ -70,8 +69,7 @@ async fn show_error(
     Path((id, fingerprint)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::REPORTER).await?;
     let fingerprint = parse_fingerprint(&fingerprint)?;
     settle_counts(&state).await;
     let error = state.store.error(project.id, fingerprint).await?;
@@ -83,8 +81,7 @@ async fn update_error(
     Path((id, fingerprint)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::DEVELOPER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::DEVELOPER).await?;
     params.check_body()?;
     let fingerprint = parse_fingerprint(&fingerprint)?;
     let status = match params.string("status") {
@@ -114,8 +111,7 @@ async fn list_events(
     Path((id, fingerprint)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::REPORTER).await?;
     let fingerprint = parse_fingerprint(&fingerprint)?;
     let args = EventListArgs::parse(&params)?;
     let query = EventQuery {
@@ -139,8 +135,7 @@ async fn list_messages(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::REPORTER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::REPORTER).await?;
     let mut p = Problems::default();
     let limit = p.or(parse_limit(&params), DEFAULT_LIMIT);
     let after = p.or(parse_cursor(&params, CursorKind::Messages), None);

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::api::{authenticate, project_for, ApiError, ApiResult, Params};
+use super::api::{project_access, ApiError, ApiResult, Params};
 use super::AppState;
 use crate::domain::keys::generate_public_key;
 use crate::store::{AccessLevel, ClientKey, Setting, SettingRow};
@@ -34,8 +34,7 @@ pub async fn get(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::MAINTAINER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::MAINTAINER).await?;
     let row = state
         .store
         .setting(project.id)
@@ -49,8 +48,7 @@ pub async fn put(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::MAINTAINER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::MAINTAINER).await?;
     params.check_body()?;
     let b = params.booleans(&["active", "integrated"], &[])?;
     let setting = Setting {
@@ -71,8 +69,7 @@ pub async fn patch(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let caller = authenticate(&state, &params).await?;
-    let project = project_for(&state, &caller, &id, AccessLevel::MAINTAINER).await?;
+    let (_, project) = project_access(&state, &params, &id, AccessLevel::MAINTAINER).await?;
     params.check_body()?;
     let b = params.booleans(&["active"], &["integrated"])?;
     let (row, key) = state
