@@ -3,7 +3,9 @@
 //! list requests of the issue through the real HTTP API of a running server and prints the
 //! median, 95th percentile and maximum of each. Last, a retention pass deletes the oldest tenth
 //! of the events while events keep arriving, and the ingestion latency before and during the
-//! pass is printed: the pass must not stall the writer.
+//! pass is printed: the pass must not stall the writer. Then the project itself is deleted
+//! through the API while another project keeps sending events, and the same is printed for the
+//! background removal of its rows.
 //!
 //! `cargo bench --bench read_api`. Scale with `FAULTLINE_BENCH_EVENTS` (default 1000000) and
 //! `FAULTLINE_BENCH_ERRORS` (default 10000); `FAULTLINE_BENCH_RUNS` sets the timed runs per
@@ -340,19 +342,14 @@ fn summary(probe: Probe) -> String {
     )
 }
 
-/// Deletes the oldest tenth of the events with a retention pass while events keep arriving,
-/// and reports the pass and the ingestion latency before and during it.
-async fn retention_under_load(
+/// Turns error tracking on for the project (which creates its first client key) and returns
+/// that key.
+async fn ingest_key(
     client: &reqwest::Client,
     base: &str,
     token: &str,
-    dir: &Path,
     project_id: i64,
-    events: u64,
-) -> anyhow::Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-
+) -> anyhow::Result<String> {
     let settings = client
         .put(format!(
             "{base}/api/v4/projects/{project_id}/error_tracking/settings?active=true&integrated=true"
@@ -372,10 +369,104 @@ async fn retention_under_load(
         .await?
         .json()
         .await?;
-    let key = keys[0]["public_key"]
+    Ok(keys[0]["public_key"]
         .as_str()
         .context("a client key")?
-        .to_owned();
+        .to_owned())
+}
+
+/// Deletes the filled project through the API while events keep arriving for another project,
+/// waits until the background purge has removed its rows, and reports how long the 202 took,
+/// how fast the rows went, and the other project's ingestion latency before and meanwhile.
+async fn deletion_under_load(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    dir: &Path,
+    doomed: i64,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let probe: Value = client
+        .post(format!("{base}/api/v4/projects"))
+        .header("PRIVATE-TOKEN", token)
+        .json(&json!({"name": "probe", "namespace_path": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let probe = probe["id"].as_i64().context("probe project id")?;
+    let key = ingest_key(client, base, token, probe).await?;
+    let url = format!("{base}/api/{probe}/store/");
+    let before = ingest_until(
+        client.clone(),
+        url.clone(),
+        key.clone(),
+        Arc::new(AtomicBool::new(false)),
+        300,
+    )
+    .await
+    .context("ingestion before the deletion")?;
+
+    let db = rusqlite::Connection::open(dir.join("faultline.db"))?;
+    let count =
+        |sql: &str| -> anyhow::Result<i64> { Ok(db.query_row(sql, [doomed], |r| r.get(0))?) };
+    let events = count("SELECT COUNT(*) FROM events WHERE project_id = ?1")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(ingest_until(
+        client.clone(),
+        url,
+        key,
+        stop.clone(),
+        usize::MAX,
+    ));
+    let started = Instant::now();
+    let resp = client
+        .delete(format!("{base}/api/v4/projects/{doomed}"))
+        .header("PRIVATE-TOKEN", token)
+        .send()
+        .await?;
+    let answered = started.elapsed();
+    if resp.status() != 202 {
+        bail!("delete project: {}", resp.status());
+    }
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while count("SELECT COUNT(*) FROM projects WHERE id = ?1")? > 0 {
+        if Instant::now() > deadline {
+            bail!("the deleted project's rows were not removed within 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let during = load.await?.context("ingestion during the purge")?;
+    println!();
+    println!(
+        "project deletion: 202 in {} ms; its {events} events and the rest of its rows removed in {:.1} s ({:.0} events/s)",
+        ms(answered),
+        took.as_secs_f64(),
+        events as f64 / took.as_secs_f64()
+    );
+    println!("  another project's ingestion before: {}", summary(before));
+    println!("  another project's ingestion during: {}", summary(during));
+    Ok(())
+}
+
+/// Deletes the oldest tenth of the events with a retention pass while events keep arriving,
+/// and reports the pass and the ingestion latency before and during it.
+async fn retention_under_load(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    dir: &Path,
+    project_id: i64,
+    events: u64,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let key = ingest_key(client, base, token, project_id).await?;
     let url = format!("{base}/api/{project_id}/store/");
 
     let baseline = ingest_until(
@@ -558,6 +649,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     retention_under_load(&client, &base, &token, dir.path(), project_id, events).await?;
+    deletion_under_load(&client, &base, &token, dir.path(), project_id).await?;
     server.shutdown().await?;
     Ok(())
 }
