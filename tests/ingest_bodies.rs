@@ -8,7 +8,7 @@ mod ingest_support;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{spawn_app, spawn_app_with, TestApp};
+use common::{db, spawn_app, spawn_app_with, TestApp};
 use ingest_support::*;
 use rusqlite::params;
 use serde_json::{json, Value};

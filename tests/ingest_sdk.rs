@@ -3,30 +3,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{spawn_app, TestApp};
+use common::{db, sdk, spawn_app};
 use rusqlite::Connection;
-
-/// A hub with its own client, so parallel tests never share the global one.
-fn sdk(dsn: &str) -> (Arc<sentry::Hub>, Arc<sentry::Client>) {
-    let mut options = sentry::ClientOptions::default();
-    options.dsn = Some(dsn.parse().expect("dsn parses"));
-    options.release = Some("app@1.2.3".into());
-    options.environment = Some("test".into());
-    let options = sentry::apply_defaults(options);
-    let client = Arc::new(sentry::Client::from(options));
-    let hub = Arc::new(sentry::Hub::new(
-        Some(client.clone()),
-        Arc::new(sentry::Scope::default()),
-    ));
-    (hub, client)
-}
-
-fn db(app: &TestApp) -> Connection {
-    Connection::open(app.dir.path().join("faultline.db")).expect("open db")
-}
 
 fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).expect("count query")

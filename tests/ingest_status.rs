@@ -60,24 +60,18 @@ async fn fixture() -> Fixture {
     let deleted_key = doomed["public_key"].as_str().expect("key").to_owned();
     delete_key(&app, pid, &deleted_key).await;
 
-    let bare = app.create_project("bare", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let bare = app.project_id("bare", "errors").await;
     let bare_key = app.create_key(bare).await["public_key"]
         .as_str()
         .expect("key")
         .to_owned();
 
     let inactive = app.project_with_key("inactive").await;
-    set_setting(&app, inactive.0, "PUT", "active=false&integrated=true").await;
+    app.set_setting(inactive.0, "PUT", "active=false&integrated=true")
+        .await;
     let not_integrated = app.project_with_key("external").await;
-    set_setting(
-        &app,
-        not_integrated.0,
-        "PUT",
-        "active=true&integrated=false",
-    )
-    .await;
+    app.set_setting(not_integrated.0, "PUT", "active=true&integrated=false")
+        .await;
 
     Fixture {
         app,
@@ -969,7 +963,7 @@ async fn access_follows_the_management_api() {
     assert_eq!(stored(app, a, &id) + stored(app, b, &id), 0);
     assert_eq!(count(app, "SELECT COUNT(*) FROM events", []), before);
 
-    set_setting(app, b, "PATCH", "active=false").await;
+    app.set_setting(b, "PATCH", "active=false").await;
     let id = new_id();
     let r = post_event(app, b, b_key, &message_event(&id, "while off")).await;
     assert_refused(&r, 403, "after PATCH active=false");
@@ -977,7 +971,7 @@ async fn access_follows_the_management_api() {
     // Project A is untouched.
     assert_serves(app, a, a_key, "A while B is off").await;
 
-    set_setting(app, b, "PATCH", "active=true").await;
+    app.set_setting(b, "PATCH", "active=true").await;
     let id = new_id();
     let r = post_event(app, b, b_key, &message_event(&id, "back on")).await;
     assert_accepted(&r, &id, "after PATCH active=true");

@@ -5,31 +5,15 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{spawn_app, Auth, Body, Resp, TestApp};
+use common::{db, sdk, spawn_app, Auth, Body, Resp, TestApp};
 use faultline::store::retention::retention_pass;
 use faultline::store::sqlite::Synchronous;
 use faultline::store::SqliteStore;
 use rusqlite::Connection;
 use sentry::protocol::{Event, Exception, User};
 use serde_json::{json, Value};
-
-/// A hub with its own client, so parallel tests never share the global one.
-fn sdk(dsn: &str) -> (Arc<sentry::Hub>, Arc<sentry::Client>) {
-    let mut options = sentry::ClientOptions::default();
-    options.dsn = Some(dsn.parse().expect("dsn parses"));
-    options.release = Some("app@1.2.3".into());
-    options.environment = Some("test".into());
-    let options = sentry::apply_defaults(options);
-    let client = Arc::new(sentry::Client::from(options));
-    let hub = Arc::new(sentry::Hub::new(
-        Some(client.clone()),
-        Arc::new(sentry::Scope::default()),
-    ));
-    (hub, client)
-}
 
 /// Sends the events in order through the SDK and waits until the gateway answered them all
 /// (ingestion answers after the commit, so they are readable afterwards).
@@ -160,10 +144,6 @@ fn assert_no_duplicates(seen: &[String]) {
     for n in seen {
         assert!(unique.insert(n), "{n} returned twice in {seen:?}");
     }
-}
-
-fn db(app: &TestApp) -> Connection {
-    Connection::open(app.dir.path().join("faultline.db")).expect("open db")
 }
 
 fn count(conn: &Connection, sql: &str) -> i64 {

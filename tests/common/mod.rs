@@ -2,8 +2,11 @@
 //! and offers a few helpers to set up users, projects, tokens and keys over the HTTP API.
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
 use faultline::app::{self, Server};
 use faultline::config::Config;
+use rusqlite::Connection;
 use serde_json::{json, Value};
 
 pub struct TestApp {
@@ -83,15 +86,8 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
+        let r = read_resp(req.send().await.expect("request sent")).await;
+        (r.status, r.body)
     }
 
     pub async fn create_user(&self, username: &str, admin: bool) -> TestUser {
@@ -166,17 +162,8 @@ impl TestApp {
     pub async fn project_with_key(&self, name: &str) -> (i64, String, String) {
         let p = self.create_project(name, "errors").await;
         let id = p["id"].as_i64().expect("project id");
-        let (s, _) = self
-            .call(
-                "PUT",
-                &format!(
-                    "/api/v4/projects/{id}/error_tracking/settings?active=true&integrated=true"
-                ),
-                Some(&self.admin_token),
-                None,
-            )
+        self.set_setting(id, "PUT", "active=true&integrated=true")
             .await;
-        assert_eq!(s, 200);
         let (s, keys) = self
             .call(
                 "GET",
@@ -219,6 +206,14 @@ pub enum Auth<'a> {
     Query(&'a str),
 }
 
+/// `None` sends no token, `Some(t)` sends it as `PRIVATE-TOKEN`, so tables of callers can hold
+/// plain optional tokens.
+impl<'a> From<Option<&'a str>> for Auth<'a> {
+    fn from(token: Option<&'a str>) -> Self {
+        token.map_or(Auth::None, Auth::Private)
+    }
+}
+
 /// A request body, with the content type it is sent as.
 #[derive(Debug, Clone)]
 pub enum Body {
@@ -237,6 +232,23 @@ pub struct Resp {
     pub headers: reqwest::header::HeaderMap,
     /// The JSON body, `Value::Null` when empty, a `Value::String` when not JSON.
     pub body: Value,
+}
+
+/// Reads a response into a [`Resp`].
+pub async fn read_resp(resp: reqwest::Response) -> Resp {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }
 
 impl Resp {
@@ -290,20 +302,7 @@ impl TestApp {
                 req = req.body(bytes)
             }
         }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        read_resp(req.send().await.expect("request sent")).await
     }
 
     /// Creates a user with a token of the given scopes and, when `level` is given, makes them a
@@ -343,4 +342,94 @@ impl TestApp {
         assert_eq!(s, 200, "list keys: {k}");
         k.as_array().expect("array").clone()
     }
+}
+
+/// Sends one request and checks status and exact body; returns the body.
+pub async fn check<'a>(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    auth: impl Into<Auth<'a>>,
+    body: Body,
+    status: u16,
+    expected: &Value,
+) -> Value {
+    let auth = auth.into();
+    let r = app.send(method, path, auth, body).await;
+    assert_eq!(
+        (r.status, &r.body),
+        (status, expected),
+        "{method} {path} as {auth:?}"
+    );
+    r.body
+}
+
+impl TestApp {
+    /// Creates a project as the administrator in `namespace` and returns its id.
+    pub async fn project_id(&self, name: &str, namespace: &str) -> i64 {
+        self.create_project(name, namespace).await["id"]
+            .as_i64()
+            .expect("id")
+    }
+
+    /// Sets the project's error-tracking setting as the administrator with `method` (`PUT` or
+    /// `PATCH`) and the query string `query`; asserts a 200 and returns the body.
+    pub async fn set_setting(&self, project_id: i64, method: &str, query: &str) -> Value {
+        let (s, b) = self
+            .call(
+                method,
+                &format!("/api/v4/projects/{project_id}/error_tracking/settings?{query}"),
+                Some(&self.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{method} settings {query}: {b}");
+        b
+    }
+
+    /// Deletes the client key `key_id` of `project_id` as the administrator and returns the
+    /// answer.
+    pub async fn delete_key(&self, project_id: i64, key_id: i64) -> Resp {
+        self.send(
+            "DELETE",
+            &format!("/api/v4/projects/{project_id}/error_tracking/client_keys/{key_id}"),
+            Auth::Private(&self.admin_token),
+            Body::None,
+        )
+        .await
+    }
+
+    /// Deletes a project as the administrator and asserts GitLab's 202 answer.
+    pub async fn delete_project(&self, project_id: i64) {
+        check(
+            self,
+            "DELETE",
+            &format!("/api/v4/projects/{project_id}"),
+            Auth::Private(&self.admin_token),
+            Body::None,
+            202,
+            &json!({"message": "202 Accepted"}),
+        )
+        .await;
+    }
+}
+
+/// The server's database file, opened directly.
+pub fn db(app: &TestApp) -> Connection {
+    Connection::open(app.dir.path().join("faultline.db")).expect("open db")
+}
+
+/// A `sentry` hub with its own client for `dsn`, so parallel tests never share the global one.
+pub fn sdk(dsn: &str) -> (Arc<sentry::Hub>, Arc<sentry::Client>) {
+    let mut options = sentry::ClientOptions::default();
+    options.dsn = Some(dsn.parse().expect("dsn parses"));
+    options.release = Some("app@1.2.3".into());
+    options.environment = Some("test".into());
+    let options = sentry::apply_defaults(options);
+    let client = Arc::new(sentry::Client::from(options));
+    let hub = Arc::new(sentry::Hub::new(
+        Some(client.clone()),
+        Arc::new(sentry::Scope::default()),
+    ));
+    (hub, client)
 }

@@ -5,10 +5,10 @@
 
 use std::io::Write;
 
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use serde_json::{json, Value};
 
-use crate::common::{Resp, TestApp};
+use crate::common::{db, read_resp, Resp, TestApp};
 
 /// The CORS headers every ingestion answer carries (behaviour.md B, CORS).
 pub const CORS: [(&str, &str); 5] = [
@@ -133,20 +133,7 @@ pub async fn send(
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
-    let resp = req.body(body).send().await.expect("request sent");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    read_resp(req.body(body).send().await.expect("request sent")).await
 }
 
 /// POSTs a one-event envelope for `project_id` under `key` and returns the answer.
@@ -203,10 +190,6 @@ pub fn assert_refused(r: &Resp, status: u16, what: &str) {
     assert_cors(r, what);
 }
 
-pub fn db(app: &TestApp) -> Connection {
-    Connection::open(app.dir.path().join("faultline.db")).expect("open db")
-}
-
 /// The number of rows `sql` counts, with `params`.
 pub fn count(app: &TestApp, sql: &str, p: impl rusqlite::Params) -> i64 {
     db(app)
@@ -260,26 +243,6 @@ pub async fn delete_key(app: &TestApp, project_id: i64, public_key: &str) {
         .find(|k| k["public_key"] == public_key)
         .and_then(|k| k["id"].as_i64())
         .expect("key listed");
-    let (s, b) = app
-        .call(
-            "DELETE",
-            &format!("/api/v4/projects/{project_id}/error_tracking/client_keys/{id}"),
-            Some(&app.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "delete key: {b}");
-}
-
-/// Sets the project's error-tracking setting with `method` (`PUT` or `PATCH`).
-pub async fn set_setting(app: &TestApp, project_id: i64, method: &str, query: &str) {
-    let (s, b) = app
-        .call(
-            method,
-            &format!("/api/v4/projects/{project_id}/error_tracking/settings?{query}"),
-            Some(&app.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200, "{method} settings {query}: {b}");
+    let r = app.delete_key(project_id, id).await;
+    assert_eq!(r.status, 200, "delete key: {}", r.body);
 }
