@@ -3,25 +3,9 @@
 
 mod common;
 
-use common::{spawn_app, spawn_on_dir, Auth, Body, TestApp};
+use common::{check, spawn_app, spawn_on_dir, Auth, Body, TestApp};
 use faultline::config::Secret;
 use serde_json::{json, Value};
-
-/// Sends one request and checks status and exact body; returns the body.
-async fn check(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Body,
-    status: u16,
-    expected: &Value,
-) -> Value {
-    let auth = token.map_or(Auth::None, Auth::Private);
-    let r = app.send(method, path, auth, body).await;
-    assert_eq!((r.status, &r.body), (status, expected), "{method} {path}");
-    r.body
-}
 
 /// The project body as GitLab shapes it; `created_at` is copied from `got`.
 fn project_body(
@@ -140,7 +124,7 @@ async fn creating_projects() {
             .send(
                 "POST",
                 "/api/v4/projects",
-                token.map_or(Auth::None, Auth::Private),
+                token.into(),
                 Body::Json(body.clone()),
             )
             .await;
@@ -151,60 +135,48 @@ async fn creating_projects() {
         );
     }
     // Form and query parameters work as well as JSON.
-    let r = app
-        .send(
-            "POST",
-            "/api/v4/projects",
-            Auth::Private(&app.admin_token),
+    for (query, body, id, name, path) in [
+        (
+            "",
             Body::Form("name=Form+Made&namespace_path=group".into()),
-        )
-        .await;
-    assert_eq!(
-        (r.status, &r.body),
+            6,
+            "Form Made",
+            "form-made",
+        ),
         (
-            201,
-            &project_body(&app, &r.body, 6, "Form Made", "form-made", "group")
-        )
-    );
-    let r = app
-        .send(
-            "POST",
-            "/api/v4/projects?name=Query&namespace_path=group",
-            Auth::Private(&app.admin_token),
+            "?name=Query&namespace_path=group",
             Body::None,
-        )
-        .await;
-    assert_eq!(
-        (r.status, &r.body),
-        (
-            201,
-            &project_body(&app, &r.body, 7, "Query", "query", "group")
-        )
-    );
+            7,
+            "Query",
+            "query",
+        ),
+    ] {
+        let path_and_query = format!("/api/v4/projects{query}");
+        let r = app
+            .send(
+                "POST",
+                &path_and_query,
+                Auth::Private(&app.admin_token),
+                body,
+            )
+            .await;
+        let expected = project_body(&app, &r.body, id, name, path, "group");
+        assert_eq!((r.status, &r.body), (201, &expected));
+    }
 
     // The creator is the Owner and the only member.
     let root = json!({"id": 1, "username": "root", "name": "Administrator", "state": "active", "access_level": 50});
-    check(
-        &app,
-        "GET",
-        "/api/v4/projects/1/members",
-        admin,
-        Body::None,
-        200,
-        &json!([root]),
-    )
-    .await;
     let owner = json!({"id": alice.id, "username": "alice", "name": "alice", "state": "active", "access_level": 50});
-    check(
-        &app,
-        "GET",
-        "/api/v4/projects/5/members",
-        Some(&alice.token),
-        Body::None,
-        200,
-        &json!([owner]),
-    )
-    .await;
+    for (path, token, members) in [
+        ("/api/v4/projects/1/members", admin, json!([root])),
+        (
+            "/api/v4/projects/5/members",
+            Some(&*alice.token),
+            json!([owner]),
+        ),
+    ] {
+        check(&app, "GET", path, token, Body::None, 200, &members).await;
+    }
     // As Owner, alice may manage error tracking on her project.
     let r = app
         .send(
@@ -244,26 +216,12 @@ async fn reading_and_deleting_projects() {
         (Some(outsider.token.as_str()), 404, not_found.clone()),
         (None, 401, unauthorized()),
     ] {
-        check(
-            &app,
-            "GET",
+        for path in [
             &format!("/api/v4/projects/{id}"),
-            token,
-            Body::None,
-            status,
-            &body,
-        )
-        .await;
-        check(
-            &app,
-            "GET",
             "/api/v4/projects/group%2Fdoomed",
-            token,
-            Body::None,
-            status,
-            &body,
-        )
-        .await;
+        ] {
+            check(&app, "GET", path, token, Body::None, status, &body).await;
+        }
     }
     check(
         &app,
@@ -277,15 +235,8 @@ async fn reading_and_deleting_projects() {
     .await;
 
     // Keys exist and the project's setting is on.
-    let r = app
-        .send(
-            "PUT",
-            &format!("/api/v4/projects/{id}/error_tracking/settings?active=true&integrated=true"),
-            Auth::Private(&app.admin_token),
-            Body::None,
-        )
+    app.set_setting(id, "PUT", "active=true&integrated=true")
         .await;
-    assert_eq!(r.status, 200);
     app.create_key(id).await;
     let keys: Vec<String> = app
         .keys(id)
@@ -296,36 +247,23 @@ async fn reading_and_deleting_projects() {
     assert_eq!(keys.len(), 2);
 
     // Only an Owner (or an administrator) deletes.
-    check(
-        &app,
-        "DELETE",
-        &format!("/api/v4/projects/{id}"),
-        Some(&maintainer.token),
-        Body::None,
-        403,
-        &forbidden(),
-    )
-    .await;
-    check(
-        &app,
-        "DELETE",
-        &format!("/api/v4/projects/{id}"),
-        Some(&outsider.token),
-        Body::None,
-        404,
-        &not_found,
-    )
-    .await;
-    check(
-        &app,
-        "DELETE",
-        &format!("/api/v4/projects/{id}"),
-        admin,
-        Body::None,
-        202,
-        &json!({"message": "202 Accepted"}),
-    )
-    .await;
+    let project = format!("/api/v4/projects/{id}");
+    for (token, status, body) in [
+        (&maintainer.token, 403, forbidden()),
+        (&outsider.token, 404, not_found.clone()),
+    ] {
+        check(
+            &app,
+            "DELETE",
+            &project,
+            Auth::Private(token),
+            Body::None,
+            status,
+            &body,
+        )
+        .await;
+    }
+    app.delete_project(id).await;
     for path in [
         format!("/api/v4/projects/{id}"),
         format!("/api/v4/projects/{id}/error_tracking/client_keys"),
@@ -333,16 +271,7 @@ async fn reading_and_deleting_projects() {
     ] {
         check(&app, "GET", &path, admin, Body::None, 404, &not_found).await;
     }
-    check(
-        &app,
-        "DELETE",
-        &format!("/api/v4/projects/{id}"),
-        admin,
-        Body::None,
-        404,
-        &not_found,
-    )
-    .await;
+    check(&app, "DELETE", &project, admin, Body::None, 404, &not_found).await;
     // Ingestion no longer accepts its keys (what it answers exactly is checked in
     // management_keys.rs), and the keys leave the database with the project's other rows, which
     // are removed in the background.
@@ -382,25 +311,10 @@ async fn reading_and_deleting_projects() {
 #[tokio::test]
 async fn deleted_project_ids_are_not_reused() {
     let app = spawn_app().await;
-    let first = app.create_project("first", "group").await["id"]
-        .as_i64()
-        .expect("id");
-    let last = app.create_project("last", "group").await["id"]
-        .as_i64()
-        .expect("id");
-    check(
-        &app,
-        "DELETE",
-        &format!("/api/v4/projects/{last}"),
-        Some(&app.admin_token),
-        Body::None,
-        202,
-        &json!({"message": "202 Accepted"}),
-    )
-    .await;
-    let next = app.create_project("next", "group").await["id"]
-        .as_i64()
-        .expect("id");
+    let first = app.project_id("first", "group").await;
+    let last = app.project_id("last", "group").await;
+    app.delete_project(last).await;
+    let next = app.project_id("next", "group").await;
     assert!(
         next > last,
         "project {next} reuses the id of deleted project {last} (first was {first})"
@@ -411,9 +325,7 @@ async fn deleted_project_ids_are_not_reused() {
 async fn members() {
     let app = spawn_app().await;
     let admin = Some(app.admin_token.as_str());
-    let id = app.create_project("team", "group").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("team", "group").await;
     let maintainer = app.member("maintainer", id, Some(40)).await;
     let developer = app.member("developer", id, Some(30)).await;
     let bob = app.create_user("bob", false).await;
@@ -516,14 +428,23 @@ async fn members() {
         member(&bob, 20),
         member(&carol, 50)
     ]);
-    check(&app, "GET", &path, Some(&bob.token), Body::None, 200, &all).await;
+    check(
+        &app,
+        "GET",
+        &path,
+        Auth::Private(&bob.token),
+        Body::None,
+        200,
+        &all,
+    )
+    .await;
 
     // Removing: 204 with no body, then 404.
     check(
         &app,
         "DELETE",
         &format!("{path}/{}", developer.id),
-        Some(&developer.token),
+        Auth::Private(&developer.token),
         Body::None,
         403,
         &forbidden(),
@@ -533,7 +454,7 @@ async fn members() {
         &app,
         "DELETE",
         &format!("{path}/{}", bob.id),
-        Some(&maintainer.token),
+        Auth::Private(&maintainer.token),
         Body::None,
         204,
         &Value::Null,
@@ -543,7 +464,7 @@ async fn members() {
         &app,
         "DELETE",
         &format!("{path}/{}", bob.id),
-        Some(&maintainer.token),
+        Auth::Private(&maintainer.token),
         Body::None,
         404,
         &json!({"message": "404 Member Not Found"}),
@@ -554,7 +475,7 @@ async fn members() {
         &app,
         "GET",
         &path,
-        Some(&bob.token),
+        Auth::Private(&bob.token),
         Body::None,
         404,
         &json!({"message": "404 Project Not Found"}),
@@ -575,33 +496,35 @@ async fn users_are_created_by_administrators_only() {
                      is_admin: bool| {
         json!({"id": id, "username": username, "name": name, "email": email, "state": "active", "is_admin": is_admin, "created_at": got["created_at"]})
     };
-    let r = app
-        .send(
-            "POST",
-            "/api/v4/users",
-            Auth::Private(&app.admin_token),
-            Body::Json(json!({"username": "bob", "name": "Bob B", "email": "bob@example.com"})),
-        )
-        .await;
-    assert_eq!(
-        (r.status, &r.body),
+    for (body, id, username, name, email, is_admin) in [
         (
-            201,
-            &user_body(&r.body, 3, "bob", "Bob B", json!("bob@example.com"), false)
-        )
-    );
-    let r = app
-        .send(
-            "POST",
-            "/api/v4/users",
-            Auth::Private(&app.admin_token),
+            Body::Json(json!({"username": "bob", "name": "Bob B", "email": "bob@example.com"})),
+            3,
+            "bob",
+            "Bob B",
+            json!("bob@example.com"),
+            false,
+        ),
+        (
             Body::Form("username=eve&name=Eve&admin=true".into()),
-        )
-        .await;
-    assert_eq!(
-        (r.status, &r.body),
-        (201, &user_body(&r.body, 4, "eve", "Eve", Value::Null, true))
-    );
+            4,
+            "eve",
+            "Eve",
+            Value::Null,
+            true,
+        ),
+    ] {
+        let r = app
+            .send(
+                "POST",
+                "/api/v4/users",
+                Auth::Private(&app.admin_token),
+                body,
+            )
+            .await;
+        let expected = user_body(&r.body, id, username, name, email, is_admin);
+        assert_eq!((r.status, &r.body), (201, &expected));
+    }
 
     let cases: Vec<(Option<&str>, Value, u16, Value)> = vec![
         (
@@ -663,7 +586,7 @@ async fn users_are_created_by_administrators_only() {
         &app,
         "GET",
         "/api/v4/users",
-        Some(&alice.token),
+        Auth::Private(&alice.token),
         Body::None,
         403,
         &forbidden(),
@@ -709,7 +632,7 @@ async fn users_are_created_by_administrators_only() {
         &app,
         "GET",
         "/api/v4/user",
-        None,
+        Auth::None,
         Body::None,
         401,
         &unauthorized(),
@@ -809,21 +732,23 @@ async fn personal_access_tokens() {
     );
 
     // The new token works, with its scope.
-    check(
-        &app,
-        "GET",
-        "/api/v4/user",
-        Some(&secret),
-        Body::None,
-        200,
-        &app.send(
+    let alice_user = app
+        .send(
             "GET",
             "/api/v4/user",
             Auth::Private(&alice.token),
             Body::None,
         )
         .await
-        .body,
+        .body;
+    check(
+        &app,
+        "GET",
+        "/api/v4/user",
+        Auth::Private(&secret),
+        Body::None,
+        200,
+        &alice_user,
     )
     .await;
 
@@ -858,80 +783,47 @@ async fn personal_access_tokens() {
     let bob_token_id = bobs[0]["id"].as_i64().expect("id");
 
     // Revoking: someone else's token is "not found"; one's own is revoked and stops working.
-    let revoke = |id: i64| format!("/api/v4/personal_access_tokens/{id}");
-    check(
-        &app,
-        "DELETE",
-        &revoke(bob_token_id),
-        Some(&alice.token),
-        Body::None,
-        404,
-        &json!({"message": "404 Not Found"}),
-    )
-    .await;
-    check(
-        &app,
-        "GET",
-        "/api/v4/user",
-        Some(&bob.token),
-        Body::None,
-        200,
-        &app.send("GET", "/api/v4/user", Auth::Private(&bob.token), Body::None)
-            .await
-            .body,
-    )
-    .await;
-    check(
-        &app,
-        "DELETE",
-        &revoke(token_id),
-        Some(&alice.token),
-        Body::None,
-        204,
-        &Value::Null,
-    )
-    .await;
-    check(
-        &app,
-        "GET",
-        "/api/v4/user",
-        Some(&secret),
-        Body::None,
-        401,
-        &unauthorized(),
-    )
-    .await;
-    check(
-        &app,
-        "DELETE",
-        &revoke(9999),
-        admin,
-        Body::None,
-        404,
-        &json!({"message": "404 Not Found"}),
-    )
-    .await;
     // An administrator revokes anyone's.
-    check(
-        &app,
-        "DELETE",
-        &revoke(bob_token_id),
-        admin,
-        Body::None,
-        204,
-        &Value::Null,
-    )
-    .await;
-    check(
-        &app,
-        "GET",
-        "/api/v4/user",
-        Some(&bob.token),
-        Body::None,
-        401,
-        &unauthorized(),
-    )
-    .await;
+    let revoke = |id: i64| format!("/api/v4/personal_access_tokens/{id}");
+    let me = "/api/v4/user".to_owned();
+    let bob_user = app
+        .send("GET", &me, Auth::Private(&bob.token), Body::None)
+        .await
+        .body;
+    let not_found = json!({"message": "404 Not Found"});
+    let steps = [
+        (
+            "DELETE",
+            revoke(bob_token_id),
+            &alice.token,
+            404,
+            not_found.clone(),
+        ),
+        ("GET", me.clone(), &bob.token, 200, bob_user),
+        ("DELETE", revoke(token_id), &alice.token, 204, Value::Null),
+        ("GET", me.clone(), &secret, 401, unauthorized()),
+        ("DELETE", revoke(9999), &app.admin_token, 404, not_found),
+        (
+            "DELETE",
+            revoke(bob_token_id),
+            &app.admin_token,
+            204,
+            Value::Null,
+        ),
+        ("GET", me, &bob.token, 401, unauthorized()),
+    ];
+    for (method, path, token, status, expected) in steps {
+        check(
+            &app,
+            method,
+            &path,
+            Auth::Private(token),
+            Body::None,
+            status,
+            &expected,
+        )
+        .await;
+    }
     let r = app
         .send(
             "GET",
@@ -1410,9 +1302,7 @@ async fn a_blank_configured_admin_token_stops_start_up() {
 #[tokio::test]
 async fn only_owners_and_administrators_remove_owners() {
     let app = spawn_app().await;
-    let id = app.create_project("guarded", "group").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("guarded", "group").await;
     let owner = app.member("owner", id, Some(50)).await;
     let second = app.member("second-owner", id, Some(50)).await;
     let maintainer = app.member("maintainer", id, Some(40)).await;

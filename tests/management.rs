@@ -4,27 +4,8 @@
 
 mod common;
 
-use common::{spawn_app, Auth, Body, TestApp, TestUser};
+use common::{check, read_resp, spawn_app, Auth, Body, TestApp, TestUser};
 use serde_json::{json, Value};
-
-/// Sends one request and checks status and exact body; returns the body.
-async fn check(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    auth: Auth<'_>,
-    body: Body,
-    status: u16,
-    expected: &Value,
-) -> Value {
-    let r = app.send(method, path, auth, body).await;
-    assert_eq!(
-        (r.status, &r.body),
-        (status, expected),
-        "{method} {path} as {auth:?}"
-    );
-    r.body
-}
 
 fn unauthorized() -> Value {
     json!({"message": "401 Unauthorized"})
@@ -109,36 +90,14 @@ async fn every_route_answers() {
     // Settings and keys, as the new Maintainer.
     let alice_auth = Auth::Private(&user.token);
     let settings = format!("/api/v4/projects/{id}/error_tracking/settings");
-    check(
-        &app,
-        "PUT",
-        &format!("{settings}?active=true&integrated=false"),
-        alice_auth,
-        Body::None,
-        200,
-        &setting(true, false),
-    )
-    .await;
-    check(
-        &app,
-        "GET",
-        &settings,
-        alice_auth,
-        Body::None,
-        200,
-        &setting(true, false),
-    )
-    .await;
-    check(
-        &app,
-        "PATCH",
-        &format!("{settings}?active=false"),
-        alice_auth,
-        Body::None,
-        200,
-        &setting(false, false),
-    )
-    .await;
+    for (method, query, expected) in [
+        ("PUT", "?active=true&integrated=false", setting(true, false)),
+        ("GET", "", setting(true, false)),
+        ("PATCH", "?active=false", setting(false, false)),
+    ] {
+        let path = format!("{settings}{query}");
+        check(&app, method, &path, alice_auth, Body::None, 200, &expected).await;
+    }
     let keys = format!("/api/v4/projects/{id}/error_tracking/client_keys");
     check(&app, "GET", &keys, alice_auth, Body::None, 200, &json!([])).await;
     let key = app.send("POST", &keys, alice_auth, Body::None).await;
@@ -154,26 +113,12 @@ async fn every_route_answers() {
         public_key.len() == 37 && public_key.starts_with("glet_"),
         "{public_key}"
     );
-    check(
-        &app,
-        "GET",
-        &keys,
-        alice_auth,
-        Body::None,
-        200,
-        &json!([key.body]),
-    )
-    .await;
-    check(
-        &app,
-        "DELETE",
-        &format!("{keys}/{}", key.body["id"]),
-        alice_auth,
-        Body::None,
-        200,
-        &key.body,
-    )
-    .await;
+    for (method, path, expected) in [
+        ("GET", keys.clone(), json!([key.body])),
+        ("DELETE", format!("{keys}/{}", key.body["id"]), key.body),
+    ] {
+        check(&app, method, &path, alice_auth, Body::None, 200, &expected).await;
+    }
 
     // Members and tokens, then the project itself.
     check(
@@ -232,16 +177,7 @@ async fn every_route_answers() {
         &unauthorized(),
     )
     .await;
-    check(
-        &app,
-        "DELETE",
-        &format!("/api/v4/projects/{id}"),
-        admin,
-        Body::None,
-        202,
-        &json!({"message": "202 Accepted"}),
-    )
-    .await;
+    app.delete_project(id).await;
     check(
         &app,
         "GET",
@@ -270,49 +206,36 @@ async fn every_route_answers() {
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let app = spawn_app().await;
-    check(
-        &app,
-        "GET",
-        "/-/health",
-        Auth::None,
-        Body::None,
-        200,
-        &json!({"status": "ok"}),
-    )
-    .await;
-    check(
-        &app,
-        "GET",
-        "/-/readiness",
-        Auth::None,
-        Body::None,
-        200,
-        &json!({"status": "ok", "database": "ok"}),
-    )
-    .await;
-    let id = app.create_project("metered", "errors").await["id"]
-        .as_i64()
-        .expect("id");
-    check(
-        &app,
-        "GET",
-        &format!("/api/v4/projects/{id}/error_tracking/settings"),
-        Auth::None,
-        Body::None,
-        401,
-        &unauthorized(),
-    )
-    .await;
-    check(
-        &app,
-        "GET",
-        "/nowhere",
-        Auth::None,
-        Body::None,
-        404,
-        &json!({"message": "404 Not Found"}),
-    )
-    .await;
+    let id = app.project_id("metered", "errors").await;
+    for (path, status, expected) in [
+        ("/-/health".to_owned(), 200, json!({"status": "ok"})),
+        (
+            "/-/readiness".to_owned(),
+            200,
+            json!({"status": "ok", "database": "ok"}),
+        ),
+        (
+            format!("/api/v4/projects/{id}/error_tracking/settings"),
+            401,
+            unauthorized(),
+        ),
+        (
+            "/nowhere".to_owned(),
+            404,
+            json!({"message": "404 Not Found"}),
+        ),
+    ] {
+        check(
+            &app,
+            "GET",
+            &path,
+            Auth::None,
+            Body::None,
+            status,
+            &expected,
+        )
+        .await;
+    }
 
     let r = app
         .client
@@ -464,8 +387,8 @@ async fn check_route(
                 "{context}"
             );
             // Put it back for the next caller.
-            let admin = app.send("PUT", &format!("/api/v4/projects/{numeric_id}/error_tracking/settings?active=true&integrated=false"), Auth::Private(&app.admin_token), Body::None).await;
-            assert_eq!(admin.status, 200);
+            app.set_setting(numeric_id, "PUT", "active=true&integrated=false")
+                .await;
         }
         Route::ListKeys => assert_eq!((r.status, &r.body), (200, &json!(keys_before)), "{context}"),
         Route::CreateKey => {
@@ -567,20 +490,11 @@ async fn cast(app: &TestApp, project: i64) -> Cast {
 #[tokio::test]
 async fn role_matrix_on_settings_and_client_keys() {
     let app = spawn_app().await;
-    let id = app.create_project("guarded", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("guarded", "errors").await;
     let c = cast(&app, id).await;
     // Settings must exist for GET and PATCH to answer 200.
-    let r = app
-        .send(
-            "PUT",
-            &format!("/api/v4/projects/{id}/error_tracking/settings?active=true&integrated=false"),
-            Auth::Private(&app.admin_token),
-            Body::None,
-        )
+    app.set_setting(id, "PUT", "active=true&integrated=false")
         .await;
-    assert_eq!(r.status, 200);
 
     let callers: Vec<(&str, Option<&str>, Expect)> = vec![
         ("no token", None, Expect::Unauthorized),
@@ -623,42 +537,19 @@ async fn role_matrix_on_settings_and_client_keys() {
         }
     }
     // A read_api Guest: the scope allows the read, the role does not.
-    check_route(
-        &app,
-        &id.to_string(),
-        id,
-        Route::GetSettings,
-        Auth::Private(&c.read_api_guest),
-        Expect::Forbidden,
-    )
-    .await;
-    check_route(
-        &app,
-        &id.to_string(),
-        id,
-        Route::ListKeys,
-        Auth::Private(&c.read_api_guest),
-        Expect::Forbidden,
-    )
-    .await;
+    for route in [Route::GetSettings, Route::ListKeys] {
+        let auth = Auth::Private(&c.read_api_guest);
+        check_route(&app, &id.to_string(), id, route, auth, Expect::Forbidden).await;
+    }
 }
 
 #[tokio::test]
 async fn tokens_are_accepted_in_header_bearer_and_query() {
     let app = spawn_app().await;
-    let id = app.create_project("styles", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("styles", "errors").await;
     let c = cast(&app, id).await;
-    let r = app
-        .send(
-            "PUT",
-            &format!("/api/v4/projects/{id}/error_tracking/settings?active=true&integrated=false"),
-            Auth::Private(&app.admin_token),
-            Body::None,
-        )
+    app.set_setting(id, "PUT", "active=true&integrated=false")
         .await;
-    assert_eq!(r.status, 200);
     let styles: [fn(&str) -> Auth<'_>; 3] = [
         |t| Auth::Private(t),
         |t| Auth::Bearer(t),
@@ -689,24 +580,20 @@ async fn tokens_are_accepted_in_header_bearer_and_query() {
     }
     // `Bearer` is case-insensitive; another scheme is no token at all.
     let settings = format!("/api/v4/projects/{id}/error_tracking/settings");
-    let r = app
-        .client
-        .get(app.url(&settings))
-        .header("Authorization", format!("bearer {}", c.maintainer.token))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.expect("json"), setting(true, false));
-    let r = app
-        .client
-        .get(app.url(&settings))
-        .header("Authorization", format!("Basic {}", c.maintainer.token))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.expect("json"), unauthorized());
+    for (scheme, status, expected) in [
+        ("bearer", 200, setting(true, false)),
+        ("Basic", 401, unauthorized()),
+    ] {
+        let r = app
+            .client
+            .get(app.url(&settings))
+            .header("Authorization", format!("{scheme} {}", c.maintainer.token))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), status);
+        assert_eq!(r.json::<Value>().await.expect("json"), expected);
+    }
 }
 
 #[tokio::test]
@@ -829,9 +716,7 @@ async fn curl(app: &TestApp, args: &[&str]) -> Option<(u16, Value)> {
 #[tokio::test]
 async fn seed_curl_examples_work_as_printed() {
     let app = spawn_app().await;
-    let id = app.create_project("seed", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("seed", "errors").await;
     let token_header = format!("PRIVATE-TOKEN: {}", app.admin_token);
     let settings = app.url(&format!("/api/v4/projects/{id}/error_tracking/settings"));
     let keys = app.url(&format!("/api/v4/projects/{id}/error_tracking/client_keys"));
@@ -930,15 +815,8 @@ async fn seed_curl_examples_work_as_printed() {
             if e.json_content_type {
                 req = req.header("Content-Type", "application/json");
             }
-            let r = req.send().await.expect("send");
-            let status = r.status().as_u16();
-            let text = r.text().await.expect("text");
-            let body = if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).expect("json")
-            };
-            (via_curl, (status, body))
+            let r = read_resp(req.send().await.expect("send")).await;
+            (via_curl, (r.status, r.body))
         }
     };
     let not_found = json!({"message": "404 Error Tracking Setting Not Found"});
@@ -993,15 +871,7 @@ async fn seed_curl_examples_work_as_printed() {
             Some(got) => got,
             None => {
                 let r = app
-                    .send(
-                        "DELETE",
-                        &format!(
-                            "/api/v4/projects/{id}/error_tracking/client_keys/{}",
-                            key["id"]
-                        ),
-                        Auth::Private(&app.admin_token),
-                        Body::None,
-                    )
+                    .delete_key(id, key["id"].as_i64().expect("key id"))
                     .await;
                 (r.status, r.body)
             }

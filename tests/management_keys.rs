@@ -55,9 +55,7 @@ fn assert_key_shape(key: &Value, dsn_base: &str, project_id: i64) -> (i64, Strin
 #[tokio::test]
 async fn create_list_and_delete_keys() {
     let app = spawn_app().await;
-    let id = app.create_project("keys", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("keys", "errors").await;
     let path = keys_path(id);
     // Key routes work without any settings row (GitLab does the same).
     check(&app, "GET", &path, 200, &json!([])).await;
@@ -102,12 +100,8 @@ async fn create_list_and_delete_keys() {
 #[tokio::test]
 async fn a_key_of_another_project_is_not_found() {
     let app = spawn_app().await;
-    let mine = app.create_project("mine", "errors").await["id"]
-        .as_i64()
-        .expect("id");
-    let theirs = app.create_project("theirs", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let mine = app.project_id("mine", "errors").await;
+    let theirs = app.project_id("theirs", "errors").await;
     let their_key = app.create_key(theirs).await;
     let their_id = their_key["id"].as_i64().expect("id");
     // Also as a Maintainer of both projects, not only as administrator.
@@ -133,9 +127,7 @@ async fn a_key_of_another_project_is_not_found() {
 #[tokio::test]
 async fn dsn_uses_the_configured_external_url_without_default_port() {
     let app = spawn_app_with(|c| c.external_url = Some("https://errors.example.com".into())).await;
-    let id = app.create_project("dsn", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("dsn", "errors").await;
     let key = app.create_key(id).await;
     let (_, public_key) = assert_key_shape(&key, "https://errors.example.com", id);
     assert_eq!(
@@ -151,9 +143,7 @@ async fn dsn_uses_the_configured_external_url_without_default_port() {
 #[tokio::test]
 async fn dsn_defaults_to_the_bound_address() {
     let app = spawn_app().await;
-    let id = app.create_project("bound", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("bound", "errors").await;
     let key = app.create_key(id).await;
     let port = app.server.addr.port();
     let public_key = key["public_key"].as_str().expect("key");
@@ -197,9 +187,7 @@ fn pagination_headers(r: &Resp) -> [(&'static str, String); 6] {
 #[tokio::test]
 async fn keys_are_paginated_with_gitlab_headers() {
     let app = spawn_app().await;
-    let id = app.create_project("paged", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("paged", "errors").await;
     let mut created = Vec::new();
     for _ in 0..7 {
         created.push(app.create_key(id).await);
@@ -289,9 +277,7 @@ async fn keys_are_paginated_with_gitlab_headers() {
 #[tokio::test]
 async fn pagination_defaults_caps_and_keeps_the_token_out_of_links() {
     let app = spawn_app().await;
-    let id = app.create_project("caps", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("caps", "errors").await;
     let mut created = Vec::new();
     for _ in 0..3 {
         created.push(app.create_key(id).await);
@@ -348,9 +334,7 @@ async fn pagination_defaults_caps_and_keeps_the_token_out_of_links() {
         Some(&format!("{}{path}?page=2&per_page=2", app.base))
     );
     // No keys at all: still one (empty) page.
-    let empty = app.create_project("empty", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let empty = app.project_id("empty", "errors").await;
     let r = check(&app, "GET", &keys_path(empty), 200, &json!([])).await;
     assert_eq!(
         pagination_headers(&r),
@@ -370,9 +354,7 @@ async fn pagination_defaults_caps_and_keeps_the_token_out_of_links() {
 #[tokio::test]
 async fn deleted_key_ids_are_not_reused() {
     let app = spawn_app().await;
-    let id = app.create_project("reuse", "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id("reuse", "errors").await;
     let path = keys_path(id);
     let first = app.create_key(id).await;
     let last = app.create_key(id).await;

@@ -37,10 +37,15 @@ fn bad(message: &str) -> Value {
 const SETTING_NOT_FOUND: &str = "404 Error Tracking Setting Not Found";
 
 async fn project(app: &TestApp, name: &str) -> (i64, String) {
-    let id = app.create_project(name, "errors").await["id"]
-        .as_i64()
-        .expect("id");
+    let id = app.project_id(name, "errors").await;
     (id, format!("/api/v4/projects/{id}/error_tracking/settings"))
+}
+
+/// Switches the setting at `path` on and integrated with `method` (`PUT` or `PATCH`) and checks
+/// the answer.
+async fn switch_on(app: &TestApp, method: &str, path: &str) {
+    let path = format!("{path}?active=true&integrated=true");
+    check(app, method, &path, Body::None, 200, setting(true, true)).await;
 }
 
 #[tokio::test]
@@ -275,52 +280,19 @@ async fn booleans_accept_gitlab_words_in_every_style() {
         let other = if *value { "false" } else { "true" };
         let expected = setting(*value, !*value);
         let q = format!("active={word}&integrated={other}");
-        check(
-            &app,
-            "PUT",
-            &format!("{path}?{q}"),
-            Body::None,
-            200,
-            expected.clone(),
-        )
-        .await;
-        check(
-            &app,
-            "PUT",
-            &path,
-            Body::Form(q.clone()),
-            200,
-            expected.clone(),
-        )
-        .await;
-        check(
-            &app,
-            "PUT",
-            &path,
-            Body::Json(json!({"active": word, "integrated": other})),
-            200,
-            expected.clone(),
-        )
-        .await;
-        check(
-            &app,
-            "PATCH",
-            &format!("{path}?active={word}&integrated={other}"),
-            Body::None,
-            200,
-            expected.clone(),
-        )
-        .await;
-        check(&app, "PATCH", &path, Body::Form(q), 200, expected.clone()).await;
-        check(
-            &app,
-            "PATCH",
-            &path,
-            Body::Json(json!({"active": word, "integrated": other})),
-            200,
-            expected,
-        )
-        .await;
+        // Each method with the query string, a form and a JSON body.
+        for method in ["PUT", "PATCH"] {
+            for (p, body) in [
+                (format!("{path}?{q}"), Body::None),
+                (path.clone(), Body::Form(q.clone())),
+                (
+                    path.clone(),
+                    Body::Json(json!({"active": word, "integrated": other})),
+                ),
+            ] {
+                check(&app, method, &p, body, 200, expected.clone()).await;
+            }
+        }
     }
     // JSON's own booleans, and the numbers 1 and 0.
     for (active, integrated) in [
@@ -475,35 +447,11 @@ async fn active_integrated_setting_creates_exactly_one_first_key() {
 
     // PUT active+integrated on a project without keys creates one; doing it again does not.
     let (id, path) = project(&app, "side-effect").await;
-    check(
-        &app,
-        "PUT",
-        &format!("{path}?active=true&integrated=true"),
-        Body::None,
-        200,
-        setting(true, true),
-    )
-    .await;
+    switch_on(&app, "PUT", &path).await;
     let first = app.keys(id).await;
     assert_eq!(first.len(), 1, "{first:?}");
-    check(
-        &app,
-        "PUT",
-        &format!("{path}?active=true&integrated=true"),
-        Body::None,
-        200,
-        setting(true, true),
-    )
-    .await;
-    check(
-        &app,
-        "PATCH",
-        &format!("{path}?active=true&integrated=true"),
-        Body::None,
-        200,
-        setting(true, true),
-    )
-    .await;
+    switch_on(&app, "PUT", &path).await;
+    switch_on(&app, "PATCH", &path).await;
     assert_eq!(app.keys(id).await, first);
 
     // Inactive or not integrated: no key.
@@ -516,16 +464,16 @@ async fn active_integrated_setting_creates_exactly_one_first_key() {
     .enumerate()
     {
         let (id, path) = project(&app, &format!("no-key-{n}")).await;
-        let r = app
-            .send(
-                "PUT",
-                &format!("{path}?{q}"),
-                Auth::Private(&app.admin_token),
-                Body::None,
-            )
-            .await;
         let expected = setting(q.starts_with("active=true"), q.ends_with("integrated=true"));
-        assert_eq!((r.status, &r.body), (200, &expected), "{q}");
+        check(
+            &app,
+            "PUT",
+            &format!("{path}?{q}"),
+            Body::None,
+            200,
+            expected,
+        )
+        .await;
         assert_eq!(app.keys(id).await, Vec::<Value>::new(), "{q}");
     }
 
@@ -541,64 +489,24 @@ async fn active_integrated_setting_creates_exactly_one_first_key() {
     )
     .await;
     assert_eq!(app.keys(id).await.len(), 0);
-    check(
-        &app,
-        "PATCH",
-        &format!("{path}?active=true&integrated=true"),
-        Body::None,
-        200,
-        setting(true, true),
-    )
-    .await;
+    switch_on(&app, "PATCH", &path).await;
     assert_eq!(app.keys(id).await.len(), 1);
 
     // A project that already has a key (made through the API) gets no second one.
     let (id, path) = project(&app, "has-key").await;
     let existing = app.create_key(id).await;
-    check(
-        &app,
-        "PUT",
-        &format!("{path}?active=true&integrated=true"),
-        Body::None,
-        200,
-        setting(true, true),
-    )
-    .await;
+    switch_on(&app, "PUT", &path).await;
     assert_eq!(app.keys(id).await, vec![existing]);
 
     // Once every key is deleted, saving the setting again makes a new first key.
     let (id, path) = project(&app, "keys-deleted").await;
-    check(
-        &app,
-        "PUT",
-        &format!("{path}?active=true&integrated=true"),
-        Body::None,
-        200,
-        setting(true, true),
-    )
-    .await;
+    switch_on(&app, "PUT", &path).await;
     let key = app.keys(id).await.remove(0);
     let del = app
-        .send(
-            "DELETE",
-            &format!(
-                "/api/v4/projects/{id}/error_tracking/client_keys/{}",
-                key["id"]
-            ),
-            Auth::Private(&app.admin_token),
-            Body::None,
-        )
+        .delete_key(id, key["id"].as_i64().expect("key id"))
         .await;
     assert_eq!((del.status, &del.body), (200, &key));
-    check(
-        &app,
-        "PUT",
-        &format!("{path}?active=true&integrated=true"),
-        Body::None,
-        200,
-        setting(true, true),
-    )
-    .await;
+    switch_on(&app, "PUT", &path).await;
     let again = app.keys(id).await;
     assert_eq!(again.len(), 1);
     assert_ne!(again[0]["public_key"], key["public_key"]);
