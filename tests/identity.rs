@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{check, spawn_app, spawn_on_dir, Auth, Body, TestApp};
+use common::{check, forbidden, spawn_app, spawn_on_dir, unauthorized, Auth, Body, TestApp};
 use faultline::config::Secret;
 use serde_json::{json, Value};
 
@@ -32,14 +32,6 @@ fn project_body(
 async fn status_and_json(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.json().await.expect("JSON body"))
-}
-
-fn forbidden() -> Value {
-    json!({"message": "403 Forbidden"})
-}
-
-fn unauthorized() -> Value {
-    json!({"message": "401 Unauthorized"})
 }
 
 #[tokio::test]
@@ -770,15 +762,7 @@ async fn personal_access_tokens() {
         "{list:?}"
     );
     assert_eq!(list[1], shown);
-    let r = app
-        .send(
-            "GET",
-            &format!("/api/v4/personal_access_tokens?user_id={}", bob.id),
-            Auth::Private(&app.admin_token),
-            Body::None,
-        )
-        .await;
-    let bobs = r.body.as_array().expect("list");
+    let bobs = app.tokens_of(bob.id).await;
     assert_eq!(bobs.len(), 1);
     let bob_token_id = bobs[0]["id"].as_i64().expect("id");
 
@@ -824,16 +808,9 @@ async fn personal_access_tokens() {
         )
         .await;
     }
-    let r = app
-        .send(
-            "GET",
-            &format!("/api/v4/personal_access_tokens?user_id={}", bob.id),
-            Auth::Private(&app.admin_token),
-            Body::None,
-        )
-        .await;
+    let bobs = app.tokens_of(bob.id).await;
     assert_eq!(
-        (&r.body[0]["revoked"], &r.body[0]["active"]),
+        (&bobs[0]["revoked"], &bobs[0]["active"]),
         (&json!(true), &json!(false))
     );
 }

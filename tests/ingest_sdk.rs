@@ -125,29 +125,8 @@ async fn deleted_key_is_refused_on_the_next_event() {
     let conn = db(&app);
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 1);
 
-    // Find the key's id and delete it through the management API.
-    let (_, keys) = app
-        .call(
-            "GET",
-            &format!("/api/v4/projects/{project_id}/error_tracking/client_keys"),
-            Some(&app.admin_token),
-            None,
-        )
-        .await;
-    let key_id = keys
-        .as_array()
-        .and_then(|a| a.iter().find(|k| k["public_key"] == key.as_str()))
-        .and_then(|k| k["id"].as_i64())
-        .expect("key listed");
-    let (status, _) = app
-        .call(
-            "DELETE",
-            &format!("/api/v4/projects/{project_id}/error_tracking/client_keys/{key_id}"),
-            Some(&app.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    // Delete the key through the management API.
+    app.delete_key_by_public_key(project_id, &key).await;
 
     send(dsn.clone(), "after delete").await.expect("send");
     assert_eq!(
@@ -177,15 +156,7 @@ async fn deleted_key_stays_refused_as_disabled_after_a_restart() {
     let (project_id, key, _) = app.project_with_key("restart").await;
     let keys = app.keys(project_id).await;
     let key_id = keys[0]["id"].as_i64().expect("key id");
-    let (status, _) = app
-        .call(
-            "DELETE",
-            &format!("/api/v4/projects/{project_id}/error_tracking/client_keys/{key_id}"),
-            Some(&app.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(app.delete_key(project_id, key_id).await.status, 200);
     assert!(
         app.keys(project_id).await.is_empty(),
         "a deleted key is no longer listed"

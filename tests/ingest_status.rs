@@ -58,7 +58,7 @@ async fn fixture() -> Fixture {
 
     let doomed = app.create_key(pid).await;
     let deleted_key = doomed["public_key"].as_str().expect("key").to_owned();
-    delete_key(&app, pid, &deleted_key).await;
+    app.delete_key_by_public_key(pid, &deleted_key).await;
 
     let bare = app.project_id("bare", "errors").await;
     let bare_key = app.create_key(bare).await["public_key"]
@@ -982,7 +982,7 @@ async fn access_follows_the_management_api() {
         .as_str()
         .expect("key")
         .to_owned();
-    delete_key(app, b, b_key).await;
+    app.delete_key_by_public_key(b, b_key).await;
     let r = post_event(app, b, b_key, &message_event(&new_id(), "deleted")).await;
     assert_refused(&r, 403, "deleted key");
     assert_serves(app, b, &spare, "spare key").await;

@@ -4,16 +4,10 @@
 
 mod common;
 
-use common::{check, read_resp, spawn_app, Auth, Body, TestApp, TestUser};
+use common::{
+    check, forbidden, read_resp, setting, spawn_app, unauthorized, Auth, Body, TestApp, TestUser,
+};
 use serde_json::{json, Value};
-
-fn unauthorized() -> Value {
-    json!({"message": "401 Unauthorized"})
-}
-
-fn forbidden() -> Value {
-    json!({"message": "403 Forbidden"})
-}
 
 fn project_not_found() -> Value {
     json!({"message": "404 Project Not Found"})
@@ -25,16 +19,6 @@ fn insufficient_scope() -> Value {
         "error": "insufficient_scope",
         "error_description": "The request requires higher privileges than provided by the access token.",
         "scope": "api",
-    })
-}
-
-fn setting(active: bool, integrated: bool) -> Value {
-    json!({
-        "active": active,
-        "project_name": null,
-        "sentry_external_url": null,
-        "api_url": null,
-        "integrated": integrated,
     })
 }
 
@@ -434,15 +418,7 @@ async fn cast(app: &TestApp, project: i64) -> Cast {
     let read_api = app.create_token(maintainer.id, &["read_api"], None).await;
     let read_api_guest = app.create_token(guest.id, &["read_api"], None).await;
     let revoked = app.create_token(maintainer.id, &["api"], None).await;
-    let list = app
-        .send(
-            "GET",
-            &format!("/api/v4/personal_access_tokens?user_id={}", maintainer.id),
-            Auth::Private(&app.admin_token),
-            Body::None,
-        )
-        .await;
-    let revoked_id = list.body.as_array().expect("tokens").last().expect("token")["id"]
+    let revoked_id = app.tokens_of(maintainer.id).await.last().expect("token")["id"]
         .as_i64()
         .expect("id");
     let r = app

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{spawn_app, Auth, Body, TestApp};
+use common::{setting, spawn_app, unauthorized, Auth, Body, TestApp};
 use serde_json::{json, Value};
 
 /// Sends one request as the administrator and checks status and exact body.
@@ -17,17 +17,6 @@ async fn check(app: &TestApp, method: &str, path: &str, body: Body, status: u16,
         (status, &expected),
         "{method} {path} {body:?}"
     );
-}
-
-/// The settings body, always exactly these five keys.
-fn setting(active: bool, integrated: bool) -> Value {
-    json!({
-        "active": active,
-        "project_name": null,
-        "sentry_external_url": null,
-        "api_url": null,
-        "integrated": integrated,
-    })
 }
 
 fn bad(message: &str) -> Value {
@@ -519,10 +508,7 @@ async fn unparseable_json_body_is_a_400_after_authentication() {
     let raw = Body::Raw(Some("application/json"), b"{not json".to_vec());
     // Authentication answers first.
     let r = app.send("PUT", &path, Auth::None, raw.clone()).await;
-    assert_eq!(
-        (r.status, r.body),
-        (401, json!({"message": "401 Unauthorized"}))
-    );
+    assert_eq!((r.status, r.body), (401, unauthorized()));
     let wrong = bad("message body does not match declared format");
     check(&app, "PUT", &path, raw, 400, wrong.clone()).await;
     // Valid JSON that is not an object cannot carry parameters either.

@@ -399,6 +399,35 @@ impl TestApp {
         .await
     }
 
+    /// The personal access tokens of `user_id` (never their secrets), as the administrator
+    /// lists them.
+    pub async fn tokens_of(&self, user_id: i64) -> Vec<Value> {
+        let (s, t) = self
+            .call(
+                "GET",
+                &format!("/api/v4/personal_access_tokens?user_id={user_id}"),
+                Some(&self.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "list tokens: {t}");
+        t.as_array().expect("array").clone()
+    }
+
+    /// Deletes the client key `public_key` of `project_id` as the administrator and asserts it
+    /// went.
+    pub async fn delete_key_by_public_key(&self, project_id: i64, public_key: &str) {
+        let id = self
+            .keys(project_id)
+            .await
+            .iter()
+            .find(|k| k["public_key"] == public_key)
+            .and_then(|k| k["id"].as_i64())
+            .expect("key listed");
+        let r = self.delete_key(project_id, id).await;
+        assert_eq!(r.status, 200, "delete key: {}", r.body);
+    }
+
     /// Deletes a project as the administrator and asserts GitLab's 202 answer.
     pub async fn delete_project(&self, project_id: i64) {
         check(
@@ -412,6 +441,27 @@ impl TestApp {
         )
         .await;
     }
+}
+
+/// GitLab's 401 body.
+pub fn unauthorized() -> Value {
+    json!({"message": "401 Unauthorized"})
+}
+
+/// GitLab's 403 body.
+pub fn forbidden() -> Value {
+    json!({"message": "403 Forbidden"})
+}
+
+/// The error-tracking settings body, always exactly these five keys.
+pub fn setting(active: bool, integrated: bool) -> Value {
+    json!({
+        "active": active,
+        "project_name": null,
+        "sentry_external_url": null,
+        "api_url": null,
+        "integrated": integrated,
+    })
 }
 
 /// The server's database file, opened directly.

@@ -234,15 +234,3 @@ pub async fn metric(app: &TestApp, series: &str) -> u64 {
         .map(|v| v.trim().parse::<f64>().expect("metric value") as u64)
         .unwrap_or(0)
 }
-
-/// Deletes the client key `public_key` of `project_id` through the management API.
-pub async fn delete_key(app: &TestApp, project_id: i64, public_key: &str) {
-    let keys = app.keys(project_id).await;
-    let id = keys
-        .iter()
-        .find(|k| k["public_key"] == public_key)
-        .and_then(|k| k["id"].as_i64())
-        .expect("key listed");
-    let r = app.delete_key(project_id, id).await;
-    assert_eq!(r.status, 200, "delete key: {}", r.body);
-}
