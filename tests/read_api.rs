@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use common::{db, sdk, spawn_app, Auth, Body, Resp, TestApp};
+use common::{db, sdk, spawn_app, spawn_on_dir, Auth, Body, Resp, TestApp};
 use faultline::store::retention::retention_pass;
 use faultline::store::sqlite::Synchronous;
 use faultline::store::SqliteStore;
@@ -847,6 +847,51 @@ async fn retention_removes_old_events_and_empty_errors() {
             "{table}"
         );
     }
+}
+
+/// A deletion cut short by a stop is finished by the next start: the mark is in the database,
+/// and the purge task runs once when the server comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_cut_short_is_finished_at_the_next_start() {
+    let app = spawn_app().await;
+    let (gone, _key, dsn) = app.project_with_key("gone").await;
+    send(&dsn, vec![exception("A", "x"), exception("B", "y")]).await;
+    // Marked the way the API marks it, but the purge task is never woken: as if the server had
+    // stopped right after the 202.
+    app.server
+        .state
+        .store
+        .delete_project(gone)
+        .await
+        .expect("marked");
+    let TestApp { server, dir, .. } = app;
+    server.shutdown().await.expect("clean stop");
+    let conn = Connection::open(dir.path().join("faultline.db")).expect("db");
+    let rows = |table: &str| {
+        count(
+            &conn,
+            &format!("SELECT COUNT(*) FROM {table} WHERE project_id = {gone}"),
+        )
+    };
+    assert_eq!(rows("events"), 2, "nothing was removed before the stop");
+
+    let server = spawn_on_dir(dir.path(), |_| {}).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(
+        &conn,
+        &format!("SELECT COUNT(*) FROM projects WHERE id = {gone}"),
+    ) > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted server removes the rows"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for table in ["events", "errors", "client_keys"] {
+        assert_eq!(rows(table), 0, "{table}");
+    }
+    server.shutdown().await.expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
