@@ -2,6 +2,7 @@
 //! cache, binds the listener and serves until shutdown. [`spawn`] is the one seam tests use to
 //! start the real server on `127.0.0.1:0`.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -173,7 +174,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(token) = &server.initial_admin_token {
         // Printed once, on stdout rather than through the log, so that log collection does not
         // keep a copy of the secret.
-        println!(
+        // Not `println!`, which panics when stdout is closed; the token is in the data
+        // directory as well.
+        let _ = writeln!(
+            std::io::stdout(),
             "Initial administrator token (shown once, also saved to the data directory): {token}"
         );
     }

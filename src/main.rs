@@ -48,7 +48,12 @@ fn init_logging(config: &Config) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // By default a failed write is reported with `eprintln!`, which panics when stderr is
+        // gone (a closed pipe, a log collector that went away). The panic would land in
+        // whatever thread logged: a request, the writer, the signal handler. Lost log lines
+        // are better than a server that stops writing events or ignores SIGTERM.
+        .log_internal_errors(false);
     match config.log.format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -338,3 +338,70 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         "the counts held in memory were written before exit"
     );
 }
+
+/// With its log pipe closed (a log collector that went away, `faultline serve | head`), the
+/// server keeps answering and still stops cleanly on SIGTERM: lost log lines must not panic the
+/// threads that wrote them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_pipe_loses_log_lines_not_requests_or_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline"))
+        .arg("serve")
+        .env("FAULTLINE_LISTEN", "127.0.0.1:0")
+        .env("FAULTLINE_DATA_DIR", dir.path())
+        .env("FAULTLINE_ADMIN_TOKEN", ADMIN)
+        .env("FAULTLINE_LOG__FORMAT", "json")
+        // Every request logs at debug level, so every request below writes to the closed pipe.
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let addr = loop {
+        let line = lines.next().expect("server log line").expect("utf-8 log");
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if let Some(a) = v["fields"]["addr"].as_str() {
+                break a.to_owned();
+            }
+        }
+    };
+    // Closes our end of the pipe: from now on every write to the server's stderr fails.
+    drop(lines);
+    let mut gw = Gateway {
+        child,
+        base: format!("http://{addr}"),
+    };
+    let client = reqwest::Client::new();
+    let (project, key) = setup(&client, &gw.base).await;
+    for n in 0..5 {
+        let resp = client
+            .post(format!("{}/api/{project}/envelope/", gw.base))
+            .header(
+                "X-Sentry-Auth",
+                format!("Sentry sentry_key={key}, sentry_version=7"),
+            )
+            .body(envelope(&format!("{n:032x}"), n))
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(resp.status(), 200);
+    }
+    let pid = gw.child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = gw.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the server ignored SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "clean exit status, got {exit:?}");
+    let (stored, _) = stored_ids(dir.path());
+    assert_eq!(stored.len(), 5);
+}
