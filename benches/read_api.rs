@@ -375,6 +375,18 @@ async fn ingest_key(
         .to_owned())
 }
 
+/// The ingestion latency of `n` requests sent one after another: the figure a phase under load
+/// is compared with.
+async fn ingest_n(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    n: usize,
+) -> anyhow::Result<Probe> {
+    let never = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    ingest_until(client.clone(), url.to_owned(), key.to_owned(), never, n).await
+}
+
 /// Deletes the filled project through the API while events keep arriving for another project,
 /// waits until the background purge has removed its rows, and reports how long the 202 took,
 /// how fast the rows went, and the other project's ingestion latency before and meanwhile.
@@ -399,15 +411,9 @@ async fn deletion_under_load(
     let probe = probe["id"].as_i64().context("probe project id")?;
     let key = ingest_key(client, base, token, probe).await?;
     let url = format!("{base}/api/{probe}/store/");
-    let before = ingest_until(
-        client.clone(),
-        url.clone(),
-        key.clone(),
-        Arc::new(AtomicBool::new(false)),
-        300,
-    )
-    .await
-    .context("ingestion before the deletion")?;
+    let before = ingest_n(client, &url, &key, 300)
+        .await
+        .context("ingestion before the deletion")?;
 
     let db = rusqlite::Connection::open(dir.join("faultline.db"))?;
     let count =
@@ -469,15 +475,9 @@ async fn retention_under_load(
     let key = ingest_key(client, base, token, project_id).await?;
     let url = format!("{base}/api/{project_id}/store/");
 
-    let baseline = ingest_until(
-        client.clone(),
-        url.clone(),
-        key.clone(),
-        Arc::new(AtomicBool::new(false)),
-        300,
-    )
-    .await
-    .context("ingestion before the retention pass")?;
+    let baseline = ingest_n(client, &url, &key, 300)
+        .await
+        .context("ingestion before the retention pass")?;
 
     // The fill stamped each of its transactions with one receive time. The cutoff is the
     // receive time of the transaction after the one holding the event a tenth of the way in, so

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use common::{db, sdk, spawn_app, spawn_on_dir, Auth, Body, Resp, TestApp};
+use common::{db, eventually, sdk, spawn_app, spawn_on_dir, Auth, Body, Resp, TestApp};
 use faultline::store::retention::retention_pass;
 use faultline::store::sqlite::Synchronous;
 use faultline::store::SqliteStore;
@@ -876,18 +876,12 @@ async fn a_deletion_cut_short_is_finished_at_the_next_start() {
     assert_eq!(rows("events"), 2, "nothing was removed before the stop");
 
     let server = spawn_on_dir(dir.path(), |_| {}).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while count(
-        &conn,
-        &format!("SELECT COUNT(*) FROM projects WHERE id = {gone}"),
-    ) > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the restarted server removes the rows"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let project_gone = format!("SELECT COUNT(*) FROM projects WHERE id = {gone}");
+    eventually("the restarted server removes the rows", || {
+        let (conn, sql) = (&conn, &project_gone);
+        async move { count(conn, sql) == 0 }
+    })
+    .await;
     for table in ["events", "errors", "client_keys"] {
         assert_eq!(rows(table), 0, "{table}");
     }
@@ -923,18 +917,12 @@ async fn deleting_a_project_deletes_its_data() {
     let r = get(&app, &api(gone, "/errors"), &app.admin_token).await;
     assert_eq!(r.status, 404);
     let conn = db(&app);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while count(
-        &conn,
-        &format!("SELECT COUNT(*) FROM projects WHERE id = {gone}"),
-    ) > 0
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the deleted project's rows are removed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let project_gone = format!("SELECT COUNT(*) FROM projects WHERE id = {gone}");
+    eventually("the deleted project's rows are removed", || {
+        let (conn, sql) = (&conn, &project_gone);
+        async move { count(conn, sql) == 0 }
+    })
+    .await;
     // Counts still in the writer's memory when the project went are written now: the deleted
     // project's must not come back as orphan hourly rows.
     app.settle_counts().await;

@@ -48,16 +48,31 @@ pub async fn purge_marked(store: &SqliteStore) -> StoreResult<Vec<(i64, PurgeRep
     }
 }
 
+/// Where each removed row is counted in a [`PurgeReport`].
+type Tally = fn(&mut PurgeReport) -> &mut u64;
+
 /// The tables a project's rows are removed from, in order: events before the errors they
 /// point at. Each query finds the project's rows through an index that starts with `project_id`.
-const STEPS: [&str; 4] = [
-    "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE project_id = ?1 LIMIT ?2)",
+const STEPS: [(&str, Tally); 4] = [
+    (
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE project_id = ?1 LIMIT ?2)",
+        |r| &mut r.events,
+    ),
     // Each error takes its hourly counts and users with it (foreign keys cascade here).
-    "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE project_id = ?1 LIMIT ?2)",
-    "DELETE FROM attachments WHERE id IN
-         (SELECT id FROM attachments WHERE project_id = ?1 LIMIT ?2)",
-    "DELETE FROM user_reports WHERE id IN
-         (SELECT id FROM user_reports WHERE project_id = ?1 LIMIT ?2)",
+    (
+        "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE project_id = ?1 LIMIT ?2)",
+        |r| &mut r.errors,
+    ),
+    (
+        "DELETE FROM attachments WHERE id IN
+             (SELECT id FROM attachments WHERE project_id = ?1 LIMIT ?2)",
+        |r| &mut r.attachments,
+    ),
+    (
+        "DELETE FROM user_reports WHERE id IN
+             (SELECT id FROM user_reports WHERE project_id = ?1 LIMIT ?2)",
+        |r| &mut r.user_reports,
+    ),
 ];
 
 async fn purge_project(
@@ -65,16 +80,11 @@ async fn purge_project(
     project_id: i64,
 ) -> StoreResult<(Connection, PurgeReport)> {
     let mut report = PurgeReport::default();
-    for (i, sql) in STEPS.iter().enumerate() {
+    for (sql, tally) in STEPS {
         loop {
             let (c, n, took) = batch(conn, move |c| delete_batch(c, sql, project_id)).await?;
             conn = c;
-            match i {
-                0 => report.events += n,
-                1 => report.errors += n,
-                2 => report.attachments += n,
-                _ => report.user_reports += n,
-            }
+            *tally(&mut report) += n;
             if (n as i64) < BATCH_ROWS {
                 break;
             }
@@ -182,22 +192,12 @@ mod tests {
         assert_eq!(id, gone);
         assert!(report.events > BATCH_ROWS as u64, "{report:?}");
         assert!(report.errors > 0, "{report:?}");
-        for table in ["events", "errors", "client_keys", "projects"] {
-            assert_eq!(
-                count(
-                    &store,
-                    &format!("SELECT COUNT(*) FROM {table} WHERE {} = {gone}", {
-                        if table == "projects" {
-                            "id"
-                        } else {
-                            "project_id"
-                        }
-                    })
-                ),
-                0,
-                "{table}"
-            );
+        for table in ["events", "errors", "client_keys"] {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE project_id = {gone}");
+            assert_eq!(count(&store, &sql), 0, "{table}");
         }
+        let sql = format!("SELECT COUNT(*) FROM projects WHERE id = {gone}");
+        assert_eq!(count(&store, &sql), 0, "projects");
         // Hourly counts and users went with their errors; the other project kept its own.
         assert_eq!(
             count(

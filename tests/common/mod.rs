@@ -465,6 +465,20 @@ pub fn setting(active: bool, integrated: bool) -> Value {
 }
 
 /// The server's database file, opened directly.
+/// Polls `done` every 20 ms until it says yes, and fails the test with `what` after 20 s: for
+/// work the server finishes in the background, such as removing a deleted project's rows.
+pub async fn eventually<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub fn db(app: &TestApp) -> Connection {
     Connection::open(app.dir.path().join("faultline.db")).expect("open db")
 }
