@@ -32,6 +32,9 @@ pub struct EventSummary<'a> {
     pub environment: Option<Cow<'a, str>>,
     pub release: Option<Cow<'a, str>>,
     pub transaction: Option<Cow<'a, str>>,
+    /// The SDK's own name for where it happened (`culprit`, a deprecated field some JavaScript
+    /// and Python SDKs still send), used for the actor only when no transaction or frame names it.
+    pub culprit: Option<Cow<'a, str>>,
     /// The formatted message, with the parameters substituted when the SDK sent only a template and
     /// its parameters.
     pub message: Option<Cow<'a, str>>,
@@ -608,6 +611,8 @@ struct RawEvent<'a> {
     #[serde(borrow)]
     transaction: Str<'a>,
     #[serde(borrow)]
+    culprit: Str<'a>,
+    #[serde(borrow)]
     logger: Str<'a>,
     #[serde(borrow)]
     message: MessageField<'a>,
@@ -763,6 +768,7 @@ impl<'a> RawEvent<'a> {
             environment: text(self.environment.0),
             release: text(self.release.0),
             transaction: text(self.transaction.0),
+            culprit: text(self.culprit.0),
             message,
             message_template,
             exceptions,

@@ -9,11 +9,17 @@ use sha2::{Digest, Sha256};
 
 use super::event::{EventSummary, FrameSummary};
 
+/// The largest fingerprint: 2^53 - 1, the largest integer a double holds exactly.
+pub const MAX_FINGERPRINT: i64 = (1 << 53) - 1;
+
 /// How an event is grouped and shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grouping {
-    /// Positive 63-bit id of the group: the first 8 bytes (big-endian) of a SHA-256 over the
-    /// grouping components, with the sign bit cleared.
+    /// Positive 53-bit id of the group: the low 53 bits of the first 8 bytes (big-endian) of a
+    /// SHA-256 over the grouping components. 53 bits because JSON readers that hold numbers as
+    /// doubles (JavaScript, jq, GitLab's and Grafana's pages) round larger integers, and a
+    /// rounded fingerprint no longer finds its error. The low bits of the older 63-bit value, so
+    /// that migration 9 can move stored errors with a mask (`store::sqlite`).
     pub fingerprint: i64,
     /// The surfaced exception's type, else the message's first line; at most 255 characters.
     pub name: String,
@@ -202,8 +208,8 @@ impl Components {
         let digest = self.hasher.finalize();
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
-        let id = i64::from_be_bytes(first) & i64::MAX;
-        // Zero is not positive; one hash in 2^63 lands there, and it borrows its neighbour.
+        let id = i64::from_be_bytes(first) & MAX_FINGERPRINT;
+        // Zero is not positive; one hash in 2^53 lands there, and it borrows its neighbour.
         id.max(1)
     }
 }
@@ -259,9 +265,9 @@ fn description(event: &EventSummary) -> String {
     truncate(text, DESCRIPTION_LIMIT)
 }
 
-/// GitLab's actor: the transaction, else the raising frame as `function(module)`. The raising
-/// frame is the last in-app frame when there is one, since the last frame of all is often deep
-/// inside a library and would give every error the same actor.
+/// GitLab's actor: the transaction, else the raising frame as `function(module)`, else the
+/// SDK's own `culprit`. The raising frame is the last in-app frame when there is one, since the
+/// last frame of all is often deep inside a library and would give every error the same actor.
 fn actor(event: &EventSummary) -> String {
     if let Some(transaction) = event.transaction.as_deref() {
         return truncate(transaction, ACTOR_LIMIT);
@@ -274,7 +280,11 @@ fn actor(event: &EventSummary) -> String {
         .unwrap_or(&event.stack_frames);
     let frame = frames.iter().rev().find(|f| is_in_app(f)).or(frames.last());
     let Some(frame) = frame else {
-        return String::new();
+        return event
+            .culprit
+            .as_deref()
+            .map(|c| truncate(c, ACTOR_LIMIT))
+            .unwrap_or_default();
     };
     let text = match (frame.function.as_deref(), frame.module.as_deref()) {
         (Some(function), Some(module)) => format!("{function}({module})"),
@@ -935,9 +945,15 @@ mod tests {
     #[test]
     fn fingerprint_is_stable_across_releases_of_this_code() {
         // Stored errors are keyed by this number: a change here splits every existing group.
+        // It is the low 53 bits of the 63-bit value earlier releases stored (8665177863305011665),
+        // which is what migration 9 relies on.
         assert_eq!(
             grouping(br#"{"fingerprint": ["a"]}"#).fingerprint,
-            8_665_177_863_305_011_665
+            252_180_244_177_361
+        );
+        assert_eq!(
+            8_665_177_863_305_011_665 & MAX_FINGERPRINT,
+            252_180_244_177_361
         );
     }
 
@@ -971,6 +987,41 @@ mod tests {
             "E",
             "",
             "view(app.views)",
+        );
+    }
+
+    #[test]
+    fn actor_is_the_sdks_culprit_when_no_frame_names_one() {
+        // As the JavaScript SDK sends it: a message fallback, a culprit, no frames.
+        check_shown(
+            br#"{"culprit": "onScriptComplete(webpack/bootstrap)",
+                 "exception": [{"type": "ChunkLoadError", "value": "Loading chunk 7 failed."}]}"#,
+            "ChunkLoadError",
+            "Loading chunk 7 failed.",
+            "onScriptComplete(webpack/bootstrap)",
+        );
+        check_shown(
+            br#"{"culprit": "app.tasks in run", "message": "job failed"}"#,
+            "job failed",
+            "job failed",
+            "app.tasks in run",
+        );
+    }
+
+    #[test]
+    fn a_frame_or_transaction_wins_over_the_culprit() {
+        check_shown(
+            br#"{"culprit": "sdk guess", "exception": [{"type": "E", "stacktrace": {"frames": [
+                {"function": "view", "module": "app.views", "in_app": true}]}}]}"#,
+            "E",
+            "",
+            "view(app.views)",
+        );
+        check_shown(
+            br#"{"culprit": "sdk guess", "transaction": "/cart", "message": "m"}"#,
+            "m",
+            "m",
+            "/cart",
         );
     }
 
@@ -1192,6 +1243,7 @@ mod tests {
             fn group_is_deterministic_and_positive(event in event()) {
                 let first = group(&event);
                 prop_assert!(first.fingerprint > 0);
+                prop_assert!(first.fingerprint <= MAX_FINGERPRINT);
                 prop_assert_eq!(first, group(&event.clone()));
             }
 

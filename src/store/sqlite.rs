@@ -242,15 +242,66 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE projects ADD COLUMN deleting_since INTEGER;
     "#,
+    // 9: fingerprints shrink from 63 to 53 bits (`domain::grouping::MAX_FINGERPRINT`) so that
+    // every JSON reader holds them exactly; the new value is the old one's low 53 bits (0
+    // becomes 1). Errors of one project that land on the same new value are merged into the
+    // oldest (lowest id): its events, hourly counts and users move over and its counts add up,
+    // so no event or count is lost. The merged error is unresolved if any part of it was.
+    r#"
+    CREATE TEMP TABLE fp_new AS
+        SELECT id, project_id, MAX(fingerprint & 9007199254740991, 1) AS fp FROM errors;
+    CREATE TEMP TABLE fp_merge AS
+        SELECT id, keeper FROM (
+            SELECT id, MIN(id) OVER (PARTITION BY project_id, fp) AS keeper FROM fp_new
+        ) WHERE id <> keeper;
+    CREATE INDEX temp.fp_merge_id ON fp_merge(id);
+    UPDATE events SET error_id = (SELECT keeper FROM fp_merge WHERE fp_merge.id = events.error_id)
+        WHERE error_id IN (SELECT id FROM fp_merge);
+    INSERT INTO error_hourly (error_id, hour, count)
+        SELECT m.keeper, h.hour, h.count FROM error_hourly h JOIN fp_merge m ON m.id = h.error_id
+        WHERE true
+        ON CONFLICT (error_id, hour) DO UPDATE SET count = count + excluded.count;
+    INSERT OR IGNORE INTO error_users (error_id, user_hash)
+        SELECT m.keeper, u.user_hash FROM error_users u JOIN fp_merge m ON m.id = u.error_id;
+    UPDATE errors SET
+        event_count = event_count
+            + (SELECT SUM(o.event_count) FROM errors o JOIN fp_merge m ON m.id = o.id
+               WHERE m.keeper = errors.id),
+        first_seen_at = MIN(first_seen_at,
+            (SELECT MIN(o.first_seen_at) FROM errors o JOIN fp_merge m ON m.id = o.id
+             WHERE m.keeper = errors.id)),
+        last_seen_at = MAX(last_seen_at,
+            (SELECT MAX(o.last_seen_at) FROM errors o JOIN fp_merge m ON m.id = o.id
+             WHERE m.keeper = errors.id)),
+        status = MIN(status,
+            (SELECT MIN(o.status) FROM errors o JOIN fp_merge m ON m.id = o.id
+             WHERE m.keeper = errors.id)),
+        approximated_user_count =
+            (SELECT COUNT(*) FROM error_users u WHERE u.error_id = errors.id)
+        WHERE id IN (SELECT keeper FROM fp_merge);
+    DELETE FROM error_hourly WHERE error_id IN (SELECT id FROM fp_merge);
+    DELETE FROM error_users WHERE error_id IN (SELECT id FROM fp_merge);
+    DELETE FROM errors WHERE id IN (SELECT id FROM fp_merge);
+    UPDATE errors SET fingerprint = MAX(fingerprint & 9007199254740991, 1)
+        WHERE fingerprint > 9007199254740991 OR fingerprint < 1;
+    DROP TABLE fp_merge;
+    DROP TABLE fp_new;
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> StoreResult<usize> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to and including number `last`; tests use it to build a database
+/// as an older release left it.
+fn migrate_to(conn: &mut Connection, last: usize) -> StoreResult<usize> {
     let current: usize = conn
         .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
         .map_err(StoreError::Migration)? as usize;
     let mut applied = 0;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(last).skip(current) {
         let tx = conn.transaction().map_err(StoreError::Migration)?;
         tx.execute_batch(sql).map_err(StoreError::Migration)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)
@@ -955,5 +1006,101 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database at migration 8 (63-bit fingerprints) holding three errors of project 1 that
+    /// share their low 53 bits, one unrelated error, and one error of project 2 with the same
+    /// low bits; then migration 9.
+    #[test]
+    fn migration_9_shrinks_fingerprints_and_merges_collisions() {
+        let mut conn = Connection::open_in_memory().expect("in-memory database");
+        migrate_to(&mut conn, 8).expect("migrations 1-8");
+        let low: i64 = 5;
+        let a = (1_i64 << 53) + low; // oldest of the three: keeps its row
+        let b = (3_i64 << 53) + low;
+        let c = low; // already small
+        let other = (7_i64 << 60) + 12_345;
+        conn.execute_batch(&format!(
+            "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
+                 VALUES (1, 'p', 'p', 'n', 'n/p', 0), (2, 'q', 'q', 'n', 'n/q', 0);
+             INSERT INTO errors (id, project_id, fingerprint, name, description, actor, status,
+                                 event_count, approximated_user_count, first_seen_at, last_seen_at)
+                 VALUES (10, 1, {a}, 'E', 'd', 'x', 1, 3, 1, 300, 900),
+                        (11, 1, {b}, 'E', 'd', 'x', 0, 2, 2, 100, 500),
+                        (12, 1, {c}, 'E', 'd', 'x', 2, 1, 1, 200, 950),
+                        (13, 1, {other}, 'F', 'd', 'y', 0, 4, 0, 50, 60),
+                        (14, 2, {b}, 'E', 'd', 'x', 1, 1, 0, 10, 20);
+             INSERT INTO events (id, project_id, error_id, event_id, occurred_at, received_at,
+                                 is_message, name, description, actor, payload)
+                 VALUES (1, 1, 10, 'e1', 300, 300, 0, 'E', 'd', 'x', x'7b7d'),
+                        (2, 1, 11, 'e2', 100, 100, 0, 'E', 'd', 'x', x'7b7d'),
+                        (3, 1, 12, 'e3', 950, 950, 0, 'E', 'd', 'x', x'7b7d');
+             INSERT INTO error_hourly (error_id, hour, count)
+                 VALUES (10, 1, 3), (11, 1, 1), (11, 2, 1), (12, 2, 1), (13, 1, 4), (14, 1, 1);
+             INSERT INTO error_users (error_id, user_hash) VALUES (10, 1), (11, 1), (11, 2), (12, 3);"
+        ))
+        .expect("rows of the old schema");
+
+        assert_eq!(
+            migrate(&mut conn).expect("migration 9"),
+            MIGRATIONS.len() - 8
+        );
+
+        let errors: Vec<(i64, i64, i64, i64, i64, i64, i64, i64)> = conn
+            .prepare(
+                "SELECT id, project_id, fingerprint, status, event_count, approximated_user_count,
+                        first_seen_at, last_seen_at FROM errors ORDER BY id",
+            )
+            .expect("query")
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("decoded");
+        let max = crate::domain::grouping::MAX_FINGERPRINT;
+        assert_eq!(
+            errors,
+            vec![
+                // Merged: 3 + 2 + 1 events, users {1, 2, 3}, earliest first and latest last
+                // sighting, unresolved because one part was.
+                (10, 1, low, 0, 6, 3, 100, 950),
+                (13, 1, other & max, 0, 4, 0, 50, 60),
+                // Another project's error is never merged into this one's.
+                (14, 2, low, 1, 1, 0, 10, 20),
+            ]
+        );
+        let moved: i64 = conn
+            .query_row("SELECT COUNT(*) FROM events WHERE error_id = 10", [], |r| {
+                r.get(0)
+            })
+            .expect("events");
+        assert_eq!(moved, 3, "every event belongs to the merged error");
+        let hourly: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT error_id, hour, count FROM error_hourly ORDER BY error_id, hour")
+            .expect("query")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("decoded");
+        assert_eq!(hourly, vec![(10, 1, 4), (10, 2, 2), (13, 1, 4), (14, 1, 1)]);
+        let users: i64 = conn
+            .query_row("SELECT COUNT(*) FROM error_users", [], |r| r.get(0))
+            .expect("users");
+        assert_eq!(users, 3);
     }
 }

@@ -244,10 +244,35 @@ pub async fn read_resp(resp: reqwest::Response) -> Resp {
     } else {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
+    assert_exact_in_javascript(&body);
     Resp {
         status,
         headers,
         body,
+    }
+}
+
+/// The largest integer a JSON reader that holds numbers as doubles (JavaScript, jq, GitLab's and
+/// Grafana's pages) reads exactly.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Panics if `body` holds an integer that such a reader would round. Every body a test reads
+/// through [`read_resp`] passes here, so every list and detail the tests look at is checked.
+pub fn assert_exact_in_javascript(body: &Value) {
+    match body {
+        Value::Number(n) => {
+            let magnitude = n
+                .as_u64()
+                .or_else(|| n.as_i64().map(|i| i.unsigned_abs()))
+                .unwrap_or(0);
+            assert!(
+                magnitude <= MAX_SAFE_INTEGER,
+                "{n} is above 2^53 - 1: JavaScript and jq would round it"
+            );
+        }
+        Value::Array(items) => items.iter().for_each(assert_exact_in_javascript),
+        Value::Object(map) => map.values().for_each(assert_exact_in_javascript),
+        _ => {}
     }
 }
 
