@@ -230,10 +230,7 @@ async fn envelope_endpoint(
     Path(project_id): Path<String>,
     req: Request,
 ) -> Response {
-    respond(
-        &state,
-        ingest(&state, Endpoint::Envelope, &project_id, req).await,
-    )
+    handle(&state, Endpoint::Envelope, &project_id, req).await
 }
 
 async fn store_endpoint(
@@ -241,9 +238,52 @@ async fn store_endpoint(
     Path(project_id): Path<String>,
     req: Request,
 ) -> Response {
-    respond(
-        &state,
-        ingest(&state, Endpoint::Store, &project_id, req).await,
+    handle(&state, Endpoint::Store, &project_id, req).await
+}
+
+/// Runs one request and answers it. A request refused before its body was read (an unknown
+/// key, say) still has that body on the wire: the body is read and thrown away, up to
+/// [`DRAIN_LIMIT`] bytes and for at most [`DRAIN_DEADLINE`], so that the client's next request
+/// on the same keep-alive connection is read as a request. Past either bound the answer says
+/// `Connection: close` and the client opens a new connection for its next request. Draining
+/// keeps the common case (an SDK with a wrong key or over its rate limit, sending events of a
+/// few KiB) on one connection; the close bounds what a hostile client can make us read.
+async fn handle(state: &AppState, endpoint: Endpoint, project_id: &str, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    let result = ingest(state, endpoint, project_id, &parts, &mut body).await;
+    // Reading stopped part-way: over the limit, too slow, or broken.
+    let cut_short = matches!(
+        result,
+        Err(IngestError::BodyTooLarge | IngestError::BodyTimeout | IngestError::BodyRead)
+    );
+    let mut resp = respond(state, result);
+    let reusable = match body {
+        Some(unread) => drain(unread, &parts.headers).await,
+        None => !cut_short,
+    };
+    if !reusable {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Most bytes of a refused request's body read and thrown away to keep its connection usable.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+/// Longest a refused request's body is waited for.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Reads and discards `body` within the bounds; whether it was read to its end.
+async fn drain(body: Body, headers: &HeaderMap) -> bool {
+    let declared = header_str(headers, "content-length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > DRAIN_LIMIT) {
+        return false;
+    }
+    let limited = Limited::new(body, DRAIN_LIMIT);
+    matches!(
+        tokio::time::timeout(DRAIN_DEADLINE, limited.collect()).await,
+        Ok(Ok(_))
     )
 }
 
@@ -287,7 +327,7 @@ fn authorize(state: &AppState, key: &str, project_id: i64) -> Result<i64, Ingest
 }
 
 async fn read_body(
-    body: Body,
+    body: &mut Option<Body>,
     headers: &HeaderMap,
     s: &IngestSettings,
 ) -> Result<axum::body::Bytes, IngestError> {
@@ -297,6 +337,11 @@ async fn read_body(
             return Err(IngestError::BodyTooLarge);
         }
     }
+    // Taken from here on: a body cut short by a limit or a timeout cannot be drained, and its
+    // connection is closed after the answer.
+    let Some(body) = body.take() else {
+        return Err(IngestError::BodyRead);
+    };
     let limited = Limited::new(body, s.max_compressed_bytes);
     match tokio::time::timeout(s.body_timeout, limited.collect()).await {
         Err(_) => Err(IngestError::BodyTimeout),
@@ -310,14 +355,16 @@ async fn read_body(
 }
 
 /// Handles one request; `Ok(Some(id))` is answered `{"id": id}`, `Ok(None)` is `{}`.
+/// `body` is taken out of its option when it is read, so the caller knows whether a refusal
+/// left it unread.
 async fn ingest(
     state: &AppState,
     endpoint: Endpoint,
     project_id: &str,
-    req: Request,
+    parts: &axum::http::request::Parts,
+    body: &mut Option<Body>,
 ) -> Result<Option<String>, IngestError> {
     let project_id = parse_project_id(project_id).ok_or(IngestError::BadProjectId)?;
-    let (parts, body) = req.into_parts();
     let headers = &parts.headers;
     let auth = auth::resolve_auth(
         header_str(headers, "x-sentry-auth"),
