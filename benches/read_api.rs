@@ -142,6 +142,14 @@ fn fill(db: &Path, project_id: i64, events: u64, errors: u64) -> anyhow::Result<
             let occurred_at = now_ms - span_ms + (span_ms as f64 * j as f64 / events as f64) as i64;
             let event_id = format!("{j:032x}");
             let user = rng.next() % 5000;
+            // One error in a hundred is seen only in staging, for a selective filter; releases
+            // rotate over ten.
+            let environment = if k % 100 == 7 {
+                "staging"
+            } else {
+                "production"
+            };
+            let release = format!("shop@4.2.{}", k % 10);
             records.push(Record::Event(EventRecord {
                 project_id,
                 payload: payload(
@@ -158,12 +166,20 @@ fn fill(db: &Path, project_id: i64, events: u64, errors: u64) -> anyhow::Result<
                 actor,
                 platform: Some("python".into()),
                 level: Some("error".into()),
-                environment: Some("production".into()),
-                release: Some("shop@4.2.0".into()),
+                environment: Some(environment.into()),
+                release: Some(release.clone()),
                 message: None,
                 // One event in fifty is a message event, for the messages list.
                 is_message: j % 50 == 0,
                 user_identity: Some(format!("id:{user}")),
+                search_tags: vec![
+                    ("environment".into(), environment.into()),
+                    ("release".into(), release),
+                    ("level".into(), "error".into()),
+                    ("user".into(), format!("id:{user}")),
+                    ("region".into(), "eu-west-1".into()),
+                    ("worker".into(), "gunicorn".into()),
+                ],
                 occurred_at,
                 payload_codec: Default::default(),
             }));

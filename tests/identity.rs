@@ -1319,3 +1319,92 @@ async fn only_owners_and_administrators_remove_owners() {
         .collect();
     assert_eq!(left, ["root", "maintainer"]);
 }
+
+#[tokio::test]
+async fn listing_projects_as_gitlab_does() {
+    let app = spawn_app().await;
+    let shop = app.create_project("Shop", "acme").await;
+    let api = app.create_project("API", "acme").await;
+    let blog = app.create_project("Blog", "other").await;
+    let id = |p: &Value| p["id"].as_i64().expect("id");
+    let alice = app.member("alice", id(&shop), Some(20)).await;
+    app.add_member(id(&blog), alice.id, 10).await;
+    let names = |r: &common::Resp| -> Vec<String> {
+        r.body
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let list = |query: &'static str, token: String| {
+        let app = &app;
+        async move {
+            app.send(
+                "GET",
+                &format!("/api/v4/projects{query}"),
+                Auth::Private(&token),
+                Body::None,
+            )
+            .await
+        }
+    };
+
+    // An administrator sees every project, newest first, in the project shape.
+    let r = list("", app.admin_token.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(names(&r), ["Blog", "API", "Shop"]);
+    assert_eq!(
+        r.body[2],
+        project_body(&app, &r.body[2], id(&shop), "Shop", "shop", "acme")
+    );
+    assert_eq!(r.header("x-total"), Some("3"));
+    // A member sees the projects they belong to, whatever their role; nobody else's.
+    let r = list("", alice.token.clone()).await;
+    assert_eq!(names(&r), ["Blog", "Shop"]);
+    let r = list("?membership=true", app.admin_token.clone()).await;
+    assert_eq!(
+        names(&r),
+        ["Blog", "API", "Shop"],
+        "the admin created (owns) all three"
+    );
+    let bob = app.create_user("bob", false).await;
+    let r = list("?membership=true&simple=true", bob.token.clone()).await;
+    assert_eq!((r.status, r.body.clone()), (200, json!([])));
+    let _ = api;
+
+    // Search, order and GitLab's pagination.
+    assert_eq!(
+        names(&list("?search=SHO", app.admin_token.clone()).await),
+        ["Shop"]
+    );
+    assert_eq!(
+        names(&list("?search=acme", app.admin_token.clone()).await),
+        ["API", "Shop"]
+    );
+    assert_eq!(
+        names(&list("?order_by=name&sort=asc", app.admin_token.clone()).await),
+        ["API", "Blog", "Shop"]
+    );
+    let r = list("?per_page=2&page=2", app.admin_token.clone()).await;
+    assert_eq!(names(&r), ["Shop"]);
+    assert_eq!(r.header("x-total-pages"), Some("2"));
+    assert_eq!(r.header("x-prev-page"), Some("1"));
+    let r = list("?order_by=stars", app.admin_token.clone()).await;
+    assert_eq!(
+        (r.status, r.body),
+        (
+            400,
+            json!({"error": "order_by does not have a valid value"})
+        )
+    );
+    let r = list("?membership=maybe", app.admin_token.clone()).await;
+    assert_eq!(
+        (r.status, r.body),
+        (400, json!({"error": "membership is invalid"}))
+    );
+    let r = app
+        .send("GET", "/api/v4/projects", Auth::None, Body::None)
+        .await;
+    assert_eq!((r.status, r.body), (401, unauthorized()));
+}

@@ -1149,3 +1149,189 @@ async fn bad_parameters_are_refused_with_gitlab_bodies() {
         (400, json!({"error": "fingerprint is invalid"}))
     );
 }
+
+/// An exception event with the attributes the search finds errors by.
+fn tagged(ty: &str, environment: &str, release: &str, tags: &[(&str, &str)]) -> Event<'static> {
+    Event {
+        environment: Some(environment.to_owned().into()),
+        release: Some(release.to_owned().into()),
+        tags: tags
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..exception(ty, "it broke")
+    }
+}
+
+#[tokio::test]
+async fn search_by_environment_release_level_user_and_tags() {
+    let app = spawn_app().await;
+    let (project, _key, dsn) = app.project_with_key("search").await;
+    let mut with_user = tagged("UserError", "production", "shop@2.0", &[]);
+    with_user.user = Some(User {
+        id: Some("42".into()),
+        email: Some("ann@example.com".into()),
+        username: Some("ann".into()),
+        ..Default::default()
+    });
+    send(
+        &dsn,
+        vec![
+            tagged("ProdError", "production", "shop@1.0", &[("region", "eu")]),
+            tagged("StagingError", "staging", "shop@1.0", &[("region", "us")]),
+            // One error seen in both environments.
+            tagged("BothError", "production", "shop@1.0", &[]),
+            tagged("BothError", "staging", "shop@1.1", &[("region", "eu west")]),
+            with_user,
+            Event {
+                environment: Some("production".into()),
+                ..message("disk almost full", sentry::Level::Warning)
+            },
+        ],
+    )
+    .await;
+    let q = |query: &str| {
+        let path = api(project, &format!("/errors?{query}"));
+        let app = &app;
+        async move {
+            let mut n = names(&list(app, &path).await);
+            n.sort();
+            n
+        }
+    };
+    assert_eq!(
+        q("environment=staging").await,
+        ["BothError", "StagingError"]
+    );
+    assert_eq!(
+        q("query=environment:staging").await,
+        ["BothError", "StagingError"]
+    );
+    assert_eq!(
+        q("environment=production&release=shop%401.0").await,
+        ["BothError", "ProdError"]
+    );
+    assert_eq!(q("query=release:shop@1.1").await, ["BothError"]);
+    assert_eq!(q("query=region:eu").await, ["ProdError"]);
+    assert_eq!(q("query=region:%22eu%20west%22").await, ["BothError"]);
+    assert_eq!(q("query=level:warning").await, ["disk almost full"]);
+    // The SDK sets `level: error` on exceptions; the message above is a warning.
+    assert_eq!(q("query=level:error%20User").await, ["UserError"]);
+    for user in ["42", "ann@example.com", "ann"] {
+        assert_eq!(
+            q(&format!("query=user:{user}")).await,
+            ["UserError"],
+            "user:{user}"
+        );
+    }
+    assert!(q("query=user:bob").await.is_empty());
+    // Terms and free text together, all of them must hold.
+    assert_eq!(
+        q("query=environment:staging%20region:us%20Staging").await,
+        ["StagingError"]
+    );
+    assert!(q("query=environment:staging%20region:us%20Prod")
+        .await
+        .is_empty());
+    // `is:` in the query chooses the list, as the status parameter does.
+    let fp = find(&app, project, "ProdError").await["fingerprint"].clone();
+    let r = app
+        .send(
+            "PUT",
+            &api(project, &format!("/errors/{fp}")),
+            Auth::Private(&app.admin_token),
+            Body::Json(json!({"status": "resolved"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(q("query=is:resolved").await, ["ProdError"]);
+    assert_eq!(
+        q("query=is:resolved%20environment:staging").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q("status=resolved&query=is:unresolved%20region:eu").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        q("status=resolved&query=is:unresolved%20environment:production").await,
+        ["BothError", "UserError", "disk almost full"]
+    );
+
+    // The next page repeats the search.
+    let r = get(
+        &app,
+        &api(
+            project,
+            "/errors?environment=staging&query=region:%22eu%20west%22&limit=1",
+        ),
+        &app.admin_token,
+    )
+    .await;
+    assert_eq!(names(r.body.as_array().expect("list")), ["BothError"]);
+    assert!(next_of(&app, &r).is_none(), "one match, no next page");
+    let r = get(
+        &app,
+        &api(project, "/errors?environment=production&limit=1"),
+        &app.admin_token,
+    )
+    .await;
+    let next = next_of(&app, &r).expect("a next page");
+    assert!(next.contains("environment=production"), "{next}");
+    let mut seen = names(r.body.as_array().expect("list"));
+    let mut path = Some(next);
+    while let Some(p) = path {
+        let r = get(&app, &p, &app.admin_token).await;
+        seen.extend(names(r.body.as_array().expect("list")));
+        path = next_of(&app, &r);
+    }
+    seen.sort();
+    assert_eq!(seen, ["BothError", "UserError", "disk almost full"]);
+}
+
+#[tokio::test]
+async fn unknown_parameters_and_search_keys_are_named_in_a_400() {
+    let app = spawn_app().await;
+    let (project, _key, _dsn) = app.project_with_key("strict").await;
+    for (path, error) in [
+        (
+            "/errors?environmnet=production",
+            "environmnet is not a known parameter",
+        ),
+        ("/errors?foo=1&bar=2", "foo, bar are not known parameters"),
+        (
+            "/errors?query=has:user",
+            "query has an unsupported search key has",
+        ),
+        (
+            "/errors?query=is:open",
+            "query has an unknown status is:open (unresolved, resolved or ignored)",
+        ),
+        (
+            "/errors?query=environment:%22staging",
+            "query has an unterminated quote",
+        ),
+        ("/messages?sort=asc", "sort is not a known parameter"),
+        (
+            "/errors/1/events?status=resolved",
+            "status is not a known parameter",
+        ),
+    ] {
+        let r = get(&app, &api(project, path), &app.admin_token).await;
+        assert_eq!(
+            (r.status, r.body.clone()),
+            (400, json!({"error": error})),
+            "{path}"
+        );
+    }
+    // The token may travel as a parameter, as everywhere in the API.
+    let r = app
+        .send(
+            "GET",
+            &api(project, "/errors?limit=5"),
+            Auth::Query(&app.admin_token),
+            Body::None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -51,8 +51,23 @@ pub struct EventSummary<'a> {
     /// Who was affected, for counting users: `id:`, `email:`, `username:` or `ip:` followed by the
     /// first of those the SDK sent. The prefix keeps a user id from matching someone's username.
     pub user_identity: Option<Cow<'a, str>>,
+    /// Every way a search may name the user: `id:`, `email:` and `username:` followed by what
+    /// the SDK sent for each (the read API's `user:` search term matches any of them).
+    pub user_search: Vec<String>,
+    /// The SDK's `tags`, an object or an array of `[key, value]` pairs, in the order sent: at
+    /// most [`MAX_TAGS`], keys of at most [`MAX_TAG_KEY`] characters and values of at most
+    /// [`MAX_TAG_VALUE`] (longer ones are skipped, as Sentry does); numbers and booleans read as
+    /// text.
+    pub tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     pub logger: Option<Cow<'a, str>>,
 }
+
+/// Most SDK tags of one event kept for search; the rest are still in the payload.
+pub const MAX_TAGS: usize = 64;
+/// Longest tag key kept for search, in characters (Sentry's limit).
+pub const MAX_TAG_KEY: usize = 32;
+/// Longest tag value kept for search, in characters (Sentry's limit).
+pub const MAX_TAG_VALUE: usize = 200;
 
 impl EventSummary<'_> {
     /// A message event is one with no exception; the read API lists those separately.
@@ -525,6 +540,77 @@ impl<'de: 'a, 'a> Lenient<'de> for Fingerprint<'a> {
     }
 }
 
+/// `tags`: `{"key": "value", ...}` or `[["key", "value"], ...]`; entries that are not text (or
+/// a number or boolean) or that are over the limits are skipped.
+#[derive(Default)]
+struct Tags<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'a> Tags<'a> {
+    fn push(&mut self, key: Option<Cow<'a, str>>, value: Option<Cow<'a, str>>) {
+        let (Some(key), Some(value)) = (text(key), text(value)) else {
+            return;
+        };
+        if self.0.len() < MAX_TAGS
+            && key.chars().count() <= MAX_TAG_KEY
+            && value.chars().count() <= MAX_TAG_VALUE
+        {
+            self.0.push((key, value));
+        }
+    }
+}
+
+/// One `[key, value]` pair of the array form; anything else reads as empty.
+#[derive(Default)]
+struct TagPair<'a>(Option<Cow<'a, str>>, Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Lenient<'de> for TagPair<'a> {
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let key = seq.next_element::<TagValue<'a>>()?.and_then(|k| k.0);
+        let value = seq.next_element::<TagValue<'a>>()?.and_then(|v| v.0);
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(TagPair(key, value))
+    }
+}
+
+/// A tag value: text, a number or a boolean, as text.
+#[derive(Default)]
+struct TagValue<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Lenient<'de> for TagValue<'a> {
+    fn from_text(text: Cow<'de, str>) -> Self {
+        TagValue(Some(text))
+    }
+    fn from_u64(number: u64) -> Self {
+        TagValue(Some(Cow::Owned(number.to_string())))
+    }
+    fn from_i64(number: i64) -> Self {
+        TagValue(Some(Cow::Owned(number.to_string())))
+    }
+    fn from_f64(number: f64) -> Self {
+        TagValue(Some(Cow::Owned(number.to_string())))
+    }
+    fn from_bool(flag: bool) -> Self {
+        TagValue(Some(Cow::Borrowed(if flag { "true" } else { "false" })))
+    }
+}
+
+impl<'de: 'a, 'a> Lenient<'de> for Tags<'a> {
+    fn from_map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut tags = Tags::default();
+        while let Some((key, value)) = map.next_entry::<Str<'a>, TagValue<'a>>()? {
+            tags.push(key.0, value.0);
+        }
+        Ok(tags)
+    }
+    fn from_seq<A: SeqAccess<'de>>(mut seq: A) -> Result<Self, A::Error> {
+        let mut tags = Tags::default();
+        while let Some(pair) = seq.next_element::<TagPair<'a>>()? {
+            tags.push(pair.0, pair.1);
+        }
+        Ok(tags)
+    }
+}
+
 /// `message` / `logentry`: a plain string, or an object with `formatted`, `message` and `params`.
 #[derive(Default)]
 struct MessageField<'a>(Option<RawMessage<'a>>);
@@ -562,6 +648,9 @@ impl<'de: 'a, 'a> Lenient<'de> for ExceptionField<'a> {
 deserialize_leniently!(
     Str<'a>,
     Text<'a>,
+    Tags<'a>,
+    TagPair<'a>,
+    TagValue<'a>,
     Fingerprint<'a>,
     MessageField<'a>,
     ExceptionField<'a>,
@@ -636,6 +725,8 @@ struct RawEvent<'a> {
     user: Obj<RawUser<'a>>,
     #[serde(borrow, rename = "sentry.interfaces.User")]
     legacy_user: Obj<RawUser<'a>>,
+    #[serde(borrow)]
+    tags: Tags<'a>,
 }
 
 #[derive(Deserialize, Default)]
@@ -759,6 +850,7 @@ impl<'a> RawEvent<'a> {
         }
 
         let user = self.user.0.or(self.legacy_user.0);
+        let user_search = user.as_ref().map(RawUser::search).unwrap_or_default();
 
         EventSummary {
             event_id: text(self.event_id.0),
@@ -775,6 +867,8 @@ impl<'a> RawEvent<'a> {
             stack_frames,
             fingerprint: self.fingerprint.0,
             user_identity: user.and_then(RawUser::identity),
+            user_search,
+            tags: self.tags.0,
             logger: text(self.logger.0),
         }
     }
@@ -869,6 +963,20 @@ fn thread_frames(threads: Vec<RawThread<'_>>) -> Vec<FrameSummary<'_>> {
 }
 
 impl RawUser<'_> {
+    fn search(&self) -> Vec<String> {
+        [
+            ("id", &self.id.0),
+            ("email", &self.email.0),
+            ("username", &self.username.0),
+        ]
+        .into_iter()
+        .filter_map(|(kind, value)| {
+            let value = value.as_deref().filter(|v| !v.trim().is_empty())?;
+            Some(format!("{kind}:{value}"))
+        })
+        .collect()
+    }
+
     fn identity(self) -> Option<Cow<'static, str>> {
         // `{{auto}}` asks the server to fill in the client's address, which it cannot know from
         // the payload alone; it names no one.
@@ -1118,6 +1226,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn tags_as_an_object_or_as_pairs_within_the_limits() {
+        let tags = |payload: &[u8]| -> Vec<(String, String)> {
+            extract(payload)
+                .expect("parses")
+                .tags
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            tags(br#"{"tags": {"browser": "Chrome 120", "retries": 3, "beta": true, "x": null, "": "v"}}"#),
+            vec![pair("browser", "Chrome 120"), pair("retries", "3"), pair("beta", "true")]
+        );
+        assert_eq!(
+            tags(br#"{"tags": [["os", "Linux"], ["bad"], "junk", ["server_name", "web-1", "extra"]]}"#),
+            vec![pair("os", "Linux"), pair("server_name", "web-1")]
+        );
+        let long_key = "k".repeat(MAX_TAG_KEY + 1);
+        let long_value = "v".repeat(MAX_TAG_VALUE + 1);
+        let payload =
+            format!(r#"{{"tags": {{"{long_key}": "v", "k": "{long_value}", "ok": "yes"}}}}"#);
+        assert_eq!(tags(payload.as_bytes()), vec![pair("ok", "yes")]);
+        let many: Vec<String> = (0..MAX_TAGS + 5)
+            .map(|i| format!(r#""t{i}": "v""#))
+            .collect();
+        let payload = format!(r#"{{"tags": {{{}}}}}"#, many.join(","));
+        assert_eq!(tags(payload.as_bytes()).len(), MAX_TAGS);
+        assert!(tags(br#"{"tags": "not tags"}"#).is_empty());
+    }
+
     fn check(payload: &[u8], expected: EventSummary<'_>) {
         let actual = extract(payload).expect("payload should parse");
         assert_eq!(actual, expected);
@@ -1181,6 +1321,7 @@ mod tests {
                 transaction: s("/orders/{id}"),
                 logger: s("shop.orders"),
                 user_identity: s("id:42"),
+                user_search: vec!["id:42".into(), "email:ann@example.com".into()],
                 exceptions: vec![
                     ExceptionSummary {
                         ty: s("KeyError"),
@@ -1233,6 +1374,7 @@ mod tests {
                 platform: s("javascript"),
                 level: s("error"),
                 user_identity: s("username:ann"),
+                user_search: vec!["username:ann".into()],
                 exceptions: vec![ExceptionSummary {
                     ty: s("TypeError"),
                     value: s("Cannot read properties of undefined (reading 'id')"),

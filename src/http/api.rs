@@ -205,6 +205,11 @@ impl Params {
         }
     }
 
+    /// The names of every parameter sent, in the query string or the body.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.values.keys().map(String::as_str)
+    }
+
     pub fn raw(&self, name: &str) -> Option<&Value> {
         self.values.get(name)
     }

@@ -8,7 +8,7 @@ use axum::Json;
 use chrono::NaiveDate;
 use serde_json::{json, Value};
 
-use super::api::{authenticate, project_access, ApiError, ApiResult, Caller, Params};
+use super::api::{authenticate, project_access, ApiError, ApiResult, Caller, Pagination, Params};
 use super::AppState;
 use crate::domain::tokens;
 use crate::store::{
@@ -164,6 +164,69 @@ pub async fn create_project(State(state): State<AppState>, params: Params) -> Ap
             e => e.into(),
         })?;
     Ok((StatusCode::CREATED, Json(project_json(&state, &project))).into_response())
+}
+
+/// `GET /api/v4/projects`: the projects the caller is a member of, or every project for an
+/// administrator (unless `membership=true`), newest first as GitLab lists them. Takes GitLab's
+/// `page`/`per_page`, `search` (a case-insensitive substring of the name or path), `order_by`
+/// (`id`, `name`, `path`, `created_at`), `sort` (`asc`, `desc`), `membership` and `simple`.
+/// faultline's project shape is already the small one, so `simple=true` changes nothing.
+pub async fn list_projects(State(state): State<AppState>, params: Params) -> ApiResult<Response> {
+    let caller = authenticate(&state, &params).await?;
+    let flags = params.booleans(&[], &["membership", "simple"])?;
+    let membership = flags.get("membership").copied().unwrap_or(false);
+    let pg = Pagination::from_params(&params)?;
+    let order_by = params
+        .string("order_by")
+        .unwrap_or_else(|| "created_at".into());
+    let descending = match params.string("sort").as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => {
+            return Err(ApiError::BadParams(
+                "sort does not have a valid value".into(),
+            ))
+        }
+    };
+    let mut projects = if caller.is_admin() && !membership {
+        state.store.list_projects().await?
+    } else {
+        state.store.member_projects(caller.user.id).await?
+    };
+    if let Some(needle) = params.string("search").filter(|s| !s.is_empty()) {
+        let needle = needle.to_lowercase();
+        projects.retain(|p| {
+            [&p.name, &p.path, &p.path_with_namespace]
+                .iter()
+                .any(|field| field.to_lowercase().contains(&needle))
+        });
+    }
+    match order_by.as_str() {
+        // Ids grow with creation time, so they order both.
+        "id" | "created_at" => projects.sort_by_key(|p| p.id),
+        "name" => projects.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
+        "path" => projects.sort_by(|a, b| {
+            a.path_with_namespace
+                .cmp(&b.path_with_namespace)
+                .then(a.id.cmp(&b.id))
+        }),
+        _ => {
+            return Err(ApiError::BadParams(
+                "order_by does not have a valid value".into(),
+            ))
+        }
+    }
+    if descending {
+        projects.reverse();
+    }
+    let total = projects.len() as u64;
+    let items: Vec<Value> = projects
+        .iter()
+        .skip(((pg.page - 1) * pg.per_page) as usize)
+        .take(pg.per_page as usize)
+        .map(|p| project_json(&state, p))
+        .collect();
+    Ok((pg.headers(&state, &params, total), Json(items)).into_response())
 }
 
 pub async fn get_project(

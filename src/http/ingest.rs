@@ -545,6 +545,7 @@ fn event_record(
         .unwrap_or_else(new_event_id);
     let g = grouping::group(&summary);
     let now = chrono::Utc::now().timestamp_millis();
+    let search_tags = search_tags(&summary);
     let occurred_at = summary
         .timestamp
         .filter(|t| t.is_finite() && *t > 0.0)
@@ -564,6 +565,7 @@ fn event_record(
         message: summary.message.as_deref().map(str::to_owned),
         is_message: summary.is_message_event(),
         user_identity: summary.user_identity.as_deref().map(str::to_owned),
+        search_tags,
         occurred_at,
         payload: gzip_envelope.unwrap_or(json).to_vec(),
         payload_codec: match gzip_envelope {
@@ -571,6 +573,29 @@ fn event_record(
             None => PayloadCodec::Json,
         },
     })
+}
+
+/// What the read API's search can find this event's error by (`store::ingest::EventRecord`'s
+/// `search_tags`): its environment, release and level (`error` when it names none, as Sentry
+/// reads it), the ways it names its user, and the SDK's own tags.
+fn search_tags(summary: &EventSummary) -> Vec<(String, String)> {
+    let mut tags = Vec::with_capacity(3 + summary.user_search.len() + summary.tags.len());
+    for (key, value) in [
+        ("environment", summary.environment.as_deref()),
+        ("release", summary.release.as_deref()),
+        ("level", Some(summary.level.as_deref().unwrap_or("error"))),
+    ] {
+        if let Some(value) = value {
+            tags.push((key.to_owned(), value.to_owned()));
+        }
+    }
+    for user in &summary.user_search {
+        tags.push(("user".to_owned(), user.clone()));
+    }
+    for (key, value) in &summary.tags {
+        tags.push((key.to_string(), value.to_string()));
+    }
+    tags
 }
 
 /// A `user_report` (`{event_id, name, email, comments}`) or a `feedback` item (an event whose

@@ -70,7 +70,10 @@ pub(crate) fn is_numeric_id(s: &str) -> bool {
 
 pub fn router(state: AppState) -> Router {
     let v4 = Router::new()
-        .route("/projects", post(identity::create_project))
+        .route(
+            "/projects",
+            get(identity::list_projects).post(identity::create_project),
+        )
         .route(
             "/projects/{id}",
             get(identity::get_project).delete(identity::delete_project),

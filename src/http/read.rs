@@ -1,4 +1,4 @@
-//! The read API under `/errortracking/api/v1` (behaviour.md part C): list and inspect errors,
+//! The read API under `/errortracking/api/v1` (docs/protocol.md, "Read API"): list and inspect errors,
 //! change their status, list an error's events and the project's message events. Parameters are
 //! checked here and the queries are `store::read`'s; this file also owns the opaque cursor format.
 //!
@@ -29,9 +29,10 @@ use serde_json::{json, Value};
 
 use super::api::{project_access, ApiError, ApiResult, Params};
 use super::AppState;
+use crate::domain::search::{self, Search};
 use crate::store::read::{
     ErrorQuery, ErrorSort, ErrorStatus, EventQuery, EventSort, Keyset, MessageQuery, StoredEvent,
-    StoredMessage, TrackedError,
+    StoredMessage, TagFilter, TrackedError,
 };
 use crate::store::AccessLevel;
 
@@ -137,6 +138,7 @@ async fn list_messages(
 ) -> ApiResult<Response> {
     let (_, project) = project_access(&state, &params, &id, AccessLevel::REPORTER).await?;
     let mut p = Problems::default();
+    p.unknown(&params, &["limit", "cursor"]);
     let limit = p.or(parse_limit(&params), DEFAULT_LIMIT);
     let after = p.or(parse_cursor(&params, CursorKind::Messages), None);
     p.check()?;
@@ -165,7 +167,7 @@ fn invalid_value(name: &str) -> ApiError {
     ApiError::BadParams(format!("{name} does not have a valid value"))
 }
 
-/// Default and bounds of `limit`, from behaviour.md C.
+/// Default and bounds of `limit` (docs/protocol.md, "Read API").
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
@@ -202,6 +204,21 @@ impl Problems {
         })
     }
 
+    /// Notes every parameter that is not in `known` (the token parameter is always allowed).
+    fn unknown(&mut self, params: &Params, known: &[&str]) {
+        let unknown: Vec<&str> = params
+            .names()
+            .filter(|n| *n != "private_token" && !known.contains(n))
+            .collect();
+        match unknown.as_slice() {
+            [] => {}
+            [one] => self.0.push(format!("{one} is not a known parameter")),
+            many => self
+                .0
+                .push(format!("{} are not known parameters", many.join(", "))),
+        }
+    }
+
     fn check(self) -> ApiResult<()> {
         if self.0.is_empty() {
             Ok(())
@@ -227,14 +244,30 @@ fn parse_choice<T>(
 struct ErrorListArgs {
     status: ErrorStatus,
     sort: ErrorSort,
-    text: Option<String>,
+    /// `query` as sent, repeated in the next page's link.
+    query: Option<String>,
+    search: Search,
+    environment: Option<String>,
+    release: Option<String>,
     limit: u32,
     after: Option<Keyset>,
 }
 
+/// The parameters `GET .../errors` takes; anything else is refused by name.
+const ERROR_LIST_PARAMS: &[&str] = &[
+    "status",
+    "sort",
+    "query",
+    "environment",
+    "release",
+    "limit",
+    "cursor",
+];
+
 impl ErrorListArgs {
     fn parse(params: &Params) -> ApiResult<ErrorListArgs> {
         let mut p = Problems::default();
+        p.unknown(params, ERROR_LIST_PARAMS);
         let status = p.or(
             parse_choice(
                 params,
@@ -253,22 +286,45 @@ impl ErrorListArgs {
         let sort = p.or(sort, ErrorSort::LastSeenDesc);
         let limit = p.or(parse_limit(params), DEFAULT_LIMIT);
         let after = p.or(after, None);
+        let query = params.string("query").filter(|q| !q.trim().is_empty());
+        let search = p.or(
+            search::parse(query.as_deref().unwrap_or_default()).map_err(|e| e.to_string()),
+            Search::default(),
+        );
         p.check()?;
+        let non_empty = |name: &str| params.string(name).filter(|v| !v.is_empty());
         Ok(ErrorListArgs {
-            status,
+            // `is:` in the search box wins over the parameter, as on Sentry's own list.
+            status: search.status.unwrap_or(status),
             sort,
-            text: params.string("query").filter(|q| !q.trim().is_empty()),
+            query,
+            search,
+            environment: non_empty("environment"),
+            release: non_empty("release"),
             limit,
             after,
         })
     }
 
     fn query(&self, project_id: i64) -> ErrorQuery {
+        let mut tags = self.search.tags.clone();
+        for (key, value) in [
+            ("environment", &self.environment),
+            ("release", &self.release),
+        ] {
+            if let Some(value) = value {
+                tags.push(TagFilter {
+                    key: key.to_owned(),
+                    values: vec![value.clone()],
+                });
+            }
+        }
         ErrorQuery {
             project_id,
             status: self.status,
             sort: self.sort,
-            text: self.text.clone(),
+            text: self.search.text.clone(),
+            tags,
             limit: self.limit,
             after: self.after,
         }
@@ -280,8 +336,14 @@ impl ErrorListArgs {
             ("sort", error_sort_name(self.sort).to_owned()),
             ("limit", self.limit.to_string()),
         ];
-        if let Some(q) = &self.text {
-            pairs.push(("query", q.clone()));
+        for (name, value) in [
+            ("query", &self.query),
+            ("environment", &self.environment),
+            ("release", &self.release),
+        ] {
+            if let Some(v) = value {
+                pairs.push((name, v.clone()));
+            }
         }
         let cursor = cursor::encode(CursorKind::Errors(self.sort), next);
         next_link(state, params, &pairs, &cursor)
@@ -315,6 +377,7 @@ struct EventListArgs {
 impl EventListArgs {
     fn parse(params: &Params) -> ApiResult<EventListArgs> {
         let mut p = Problems::default();
+        p.unknown(params, &["sort", "limit", "cursor"]);
         let sort = parse_choice(params, "sort", EventSort::OccurredAtAsc, |s| match s {
             "occurred_at_asc" => Some(EventSort::OccurredAtAsc),
             "occurred_at_desc" => Some(EventSort::OccurredAtDesc),

@@ -32,6 +32,10 @@ pub struct EventRecord {
     pub message: Option<String>,
     pub is_message: bool,
     pub user_identity: Option<String>,
+    /// (key, value) pairs the read API's search finds the event's error by: `environment`,
+    /// `release`, `level`, `user` (`id:...`, `email:...`, `username:...`) and the SDK's tags.
+    /// Stored once per error in `error_tags`.
+    pub search_tags: Vec<(String, String)>,
     /// When the event happened (the SDK's timestamp), unix milliseconds.
     pub occurred_at: i64,
     /// The event as stored, encoded as `payload_codec` says.
@@ -90,7 +94,8 @@ pub enum EventOutcome {
 /// Writes batches into SQLite on the writer's own connection.
 pub struct EventSink {
     conn: Connection,
-    known_users: KnownUsers,
+    known_users: KnownPairs,
+    known_tags: KnownPairs,
     /// Error counts of committed batches not yet written (see [`counts`]).
     pending: PendingCounts,
     /// Mirrors "`pending` is not empty" for other threads: set before a batch's jobs are
@@ -101,11 +106,12 @@ pub struct EventSink {
     counted_through: i64,
 }
 
-/// Most (error, user) pairs [`KnownUsers`] holds before it starts over; about 4 MB.
+/// Most pairs one [`KnownPairs`] holds before it starts over; about 4 MB.
 const KNOWN_USERS_MAX: usize = 100_000;
 
 /// (error id, user hash) pairs known to be in `error_users`, so that a user seen again on the
-/// same error costs no insert attempt. The same few users hitting the same errors is the common
+/// same error costs no insert attempt; a second set does the same for (error id, tag hash) pairs
+/// in `error_tags`. The same few users hitting the same errors is the common
 /// case, and the attempt (an index probe on a table every event touches) was about a tenth of the
 /// writer's work.
 ///
@@ -114,12 +120,12 @@ const KNOWN_USERS_MAX: usize = 100_000;
 /// with their error, and an error id can come back only through a new error, which this writer
 /// alone inserts: its pairs are forgotten then.
 #[derive(Default)]
-struct KnownUsers {
+struct KnownPairs {
     by_error: HashMap<i64, HashSet<i64>>,
     len: usize,
 }
 
-impl KnownUsers {
+impl KnownPairs {
     fn contains(&self, error_id: i64, user: i64) -> bool {
         self.by_error
             .get(&error_id)
@@ -179,7 +185,8 @@ impl EventSink {
         }
         Ok(EventSink {
             conn,
-            known_users: KnownUsers::default(),
+            known_users: KnownPairs::default(),
+            known_tags: KnownPairs::default(),
             pending: PendingCounts::default(),
             has_pending: Arc::new(AtomicBool::new(false)),
             counted_through,
@@ -320,7 +327,10 @@ impl EventSink {
             &tx,
             &accepted,
             received_at,
-            &mut self.known_users,
+            &mut Known {
+                users: &mut self.known_users,
+                tags: &mut self.known_tags,
+            },
             &mut self.pending,
         )?;
         // Counts wait in memory unless they are due, or an event took an id at or below the mark
@@ -341,6 +351,7 @@ impl EventSink {
             }
         })?;
         self.known_users.remember(stored.users);
+        self.known_tags.remember(stored.tags);
         if flush {
             self.counted_through = self
                 .counted_through
@@ -359,8 +370,10 @@ impl EventSink {
 
 /// What [`store_events`] wrote, for the caller to act on once the batch commits.
 struct Stored {
-    /// (error, user) pairs stored or found stored, for [`KnownUsers`].
+    /// (error, user) pairs stored or found stored, for [`KnownPairs`].
     users: Vec<(i64, i64)>,
+    /// (error, tag hash) pairs stored or found stored.
+    tags: Vec<(i64, i64)>,
     /// The batch's error counts, not yet written.
     counts: PendingCounts,
     /// The smallest event id the batch was given (`i64::MAX` if it stored none).
@@ -375,16 +388,24 @@ struct ErrorDelta<'a> {
     newest: &'a EventRecord,
 }
 
-/// Finds or creates each error of the batch once, then inserts the events and their users. The
-/// events are counted into the returned [`PendingCounts`], not into their errors' rows.
+/// The writer's memory of pairs already stored.
+struct Known<'a> {
+    users: &'a mut KnownPairs,
+    tags: &'a mut KnownPairs,
+}
+
+/// Finds or creates each error of the batch once, then inserts the events, their users and
+/// their search tags. The events are counted into the returned [`PendingCounts`], not into
+/// their errors' rows.
 fn store_events(
     tx: &rusqlite::Transaction,
     events: &[&EventRecord],
     received_at: i64,
-    known_users: &mut KnownUsers,
+    known: &mut Known,
     pending: &mut PendingCounts,
 ) -> StoreResult<Stored> {
     let mut stored = Stored {
+        tags: Vec::new(),
         users: Vec::new(),
         counts: PendingCounts::default(),
         lowest_event_id: i64::MAX,
@@ -456,7 +477,8 @@ fn store_events(
                     |r| r.get(0),
                 )?;
                 // A new error may reuse the id of a deleted one.
-                known_users.forget_error(id);
+                known.users.forget_error(id);
+                known.tags.forget_error(id);
                 pending.forget_error(id);
                 id
             }
@@ -474,6 +496,9 @@ fn store_events(
     )?;
     let mut count_user = tx.prepare_cached(
         "UPDATE errors SET approximated_user_count = approximated_user_count + 1 WHERE id = ?1",
+    )?;
+    let mut add_tag = tx.prepare_cached(
+        "INSERT OR IGNORE INTO error_tags (error_id, key, value) VALUES (?1, ?2, ?3)",
     )?;
     for e in events {
         let error_id = error_ids[&(e.project_id, e.fingerprint)];
@@ -508,15 +533,36 @@ fn store_events(
         );
         if let Some(user) = &e.user_identity {
             let user = user_hash(user);
-            if !known_users.contains(error_id, user) {
+            if !known.users.contains(error_id, user) {
                 if add_user.execute(params![error_id, user])? > 0 {
                     count_user.execute([error_id])?;
                 }
                 stored.users.push((error_id, user));
             }
         }
+        for (key, value) in &e.search_tags {
+            let tag = tag_hash(key, value);
+            if !known.tags.contains(error_id, tag) {
+                add_tag.execute(params![error_id, key, value])?;
+                stored.tags.push((error_id, tag));
+            }
+        }
     }
     Ok(stored)
+}
+
+/// A stable 63-bit hash of a (key, value) tag, for [`KnownPairs`]. A collision between two
+/// tags of one error would skip an insert, with odds of about one in 2^63 per pair of tags.
+fn tag_hash(key: &str, value: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::new()
+        .chain_update(key.as_bytes())
+        .chain_update([0])
+        .chain_update(value.as_bytes())
+        .finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    (u64::from_be_bytes(b) & (i64::MAX as u64)) as i64
 }
 
 /// A stable 63-bit hash of a user identity; the identity itself is not stored twice.
@@ -546,6 +592,7 @@ pub(crate) fn test_event(n: u64, fingerprint: i64, occurred_at: i64) -> EventRec
         message: None,
         is_message: false,
         user_identity: None,
+        search_tags: Vec::new(),
         occurred_at,
         payload: b"{}".to_vec(),
         payload_codec: PayloadCodec::Json,
@@ -827,7 +874,7 @@ mod tests {
 
     #[test]
     fn known_users_start_over_when_full() {
-        let mut known = KnownUsers::default();
+        let mut known = KnownPairs::default();
         known.remember((0..KNOWN_USERS_MAX as i64).map(|u| (1, u)).collect());
         assert!(known.contains(1, 0));
         assert_eq!(known.len, KNOWN_USERS_MAX);

@@ -106,8 +106,19 @@ pub struct ErrorQuery {
     pub sort: ErrorSort,
     /// Free text matched, case-insensitively for ASCII, anywhere in the name or description.
     pub text: Option<String>,
+    /// Each filter must hold: some event of the error carried the key with one of the values
+    /// (`error_tags`).
+    pub tags: Vec<TagFilter>,
     pub limit: u32,
     pub after: Option<Keyset>,
+}
+
+/// An error matches when one of its events carried `key` with any of `values` (exactly, case
+/// included, as Sentry's tag search does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagFilter {
+    pub key: String,
+    pub values: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -331,6 +342,25 @@ pub(crate) fn list_errors_sql(q: &ErrorQuery) -> (String, Vec<SqlValue>) {
             " AND (name LIKE ?{n} ESCAPE '\\' OR description LIKE ?{n} ESCAPE '\\')"
         ));
         args.push(SqlValue::Text(like_contains(text)));
+    }
+    for tag in q.tags.iter().filter(|t| !t.values.is_empty()) {
+        // One primary-key probe of `error_tags` per error walked, in the same index walk as
+        // above: a filter that few errors pass reads more errors rows, never the events.
+        let key = args.len() + 1;
+        args.push(SqlValue::Text(tag.key.clone()));
+        let values: Vec<String> = tag
+            .values
+            .iter()
+            .map(|v| {
+                args.push(SqlValue::Text(v.clone()));
+                format!("?{}", args.len())
+            })
+            .collect();
+        sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM error_tags t WHERE t.error_id = errors.id \
+             AND t.key = ?{key} AND t.value IN ({}))",
+            values.join(", ")
+        ));
     }
     sql.push_str(&format!(
         " ORDER BY {col} DESC, id DESC LIMIT ?{}",
@@ -591,6 +621,7 @@ mod tests {
             status: ErrorStatus::Unresolved,
             sort,
             text: None,
+            tags: Vec::new(),
             limit,
             after,
         }
@@ -696,10 +727,35 @@ mod tests {
             (ErrorSort::FrequencyDesc, "errors_by_frequency"),
         ] {
             for after in [None, Some(Keyset { key: 5, id: 5 })] {
-                for text in [None, Some("x".to_owned())] {
+                for (text, tags) in [
+                    (None, vec![]),
+                    (Some("x".to_owned()), vec![]),
+                    (
+                        None,
+                        vec![
+                            TagFilter {
+                                key: "environment".into(),
+                                values: vec!["staging".into()],
+                            },
+                            TagFilter {
+                                key: "user".into(),
+                                values: vec!["id:1".into(), "email:1".into()],
+                            },
+                        ],
+                    ),
+                ] {
                     let mut q = query(sort, 20, after);
                     q.text = text;
+                    let filtered = !tags.is_empty();
+                    q.tags = tags;
                     let p = plan(&c, &q);
+                    if filtered {
+                        // Each filter is a probe of the tag table's primary key per error.
+                        assert!(
+                            p.contains("SEARCH t EXISTS USING PRIMARY KEY (error_id=? AND key=? AND value=?)"),
+                            "tags by primary key: {p}"
+                        );
+                    }
                     assert!(p.contains(index), "{sort:?} uses {index}: {p}");
                     assert!(!p.contains("TEMP B-TREE"), "no sort step: {p}");
                     assert!(!p.contains("events"), "never reads events: {p}");

@@ -287,6 +287,26 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE fp_merge;
     DROP TABLE fp_new;
     "#,
+    // 10: what the read API's search finds an error by (`query=environment:production`, a tag,
+    // a user): each (key, value) pair any of its events carried, once per error. Errors stored
+    // before this get their environments, releases, levels and users from their events; the
+    // SDK tags of those events are only in their payloads and are not searchable.
+    r#"
+    CREATE TABLE error_tags (
+        error_id INTEGER NOT NULL REFERENCES errors(id) ON DELETE CASCADE,
+        key      TEXT NOT NULL,
+        value    TEXT NOT NULL,
+        PRIMARY KEY (error_id, key, value)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO error_tags (error_id, key, value)
+        SELECT error_id, 'environment', environment FROM events WHERE environment IS NOT NULL;
+    INSERT OR IGNORE INTO error_tags (error_id, key, value)
+        SELECT error_id, 'release', release FROM events WHERE release IS NOT NULL;
+    INSERT OR IGNORE INTO error_tags (error_id, key, value)
+        SELECT error_id, 'level', COALESCE(level, 'error') FROM events;
+    INSERT OR IGNORE INTO error_tags (error_id, key, value)
+        SELECT error_id, 'user', user_identity FROM events WHERE user_identity IS NOT NULL;
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.
@@ -768,6 +788,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn member_projects(&self, user_id: i64) -> StoreResult<Vec<Project>> {
+        self.run(move |c| {
+            let cols = PROJECT_COLS
+                .split(", ")
+                .map(|col| format!("p.{col}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut st = c.prepare(&format!(
+                "SELECT {cols} FROM projects p JOIN project_members m ON m.project_id = p.id
+                 WHERE m.user_id = ?1 AND p.deleting_since IS NULL ORDER BY p.id"
+            ))?;
+            let rows = st
+                .query_map([user_id], project_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn delete_project(&self, id: i64) -> StoreResult<Vec<ClientKey>> {
         self.run(move |c| {
             let tx = c.transaction()?;
@@ -1013,6 +1052,9 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// (id, project, fingerprint, status, events, users, first seen, last seen).
+    type ErrorRow = (i64, i64, i64, i64, i64, i64, i64, i64);
+
     /// A database at migration 8 (63-bit fingerprints) holding three errors of project 1 that
     /// share their low 53 bits, one unrelated error, and one error of project 2 with the same
     /// low bits; then migration 9.
@@ -1051,7 +1093,7 @@ mod tests {
             MIGRATIONS.len() - 8
         );
 
-        let errors: Vec<(i64, i64, i64, i64, i64, i64, i64, i64)> = conn
+        let errors: Vec<ErrorRow> = conn
             .prepare(
                 "SELECT id, project_id, fingerprint, status, event_count, approximated_user_count,
                         first_seen_at, last_seen_at FROM errors ORDER BY id",
