@@ -1052,3 +1052,30 @@ async fn project_deleted_while_its_events_are_queued() {
     );
     assert_serves(&app, kept, &kept_key, "after the deletion").await;
 }
+
+/// A `/store/` body that is neither JSON nor base64 of zlib says which two forms it could take,
+/// whichever of the two decodings failed.
+#[tokio::test]
+async fn a_store_body_of_neither_form_says_what_it_should_be() {
+    let app = common::spawn_app().await;
+    let (project, key, _) = app.project_with_key("store-forms").await;
+    let url = app.url(&format!(
+        "/api/{project}/store/?sentry_key={key}&sentry_version=7"
+    ));
+    // Not base64 at all; base64 of text that is not zlib.
+    for body in ["!!! not base64 !!!", "aGVsbG8gd29ybGQ="] {
+        let r = app
+            .client
+            .post(&url)
+            .body(body)
+            .send()
+            .await
+            .expect("answered");
+        assert_eq!(r.status(), 400, "{body}");
+        let body: serde_json::Value = r.json().await.expect("JSON");
+        assert_eq!(
+            body,
+            json!({"detail": "invalid event: the body is neither JSON nor base64-encoded zlib"})
+        );
+    }
+}

@@ -432,13 +432,32 @@ async fn cast(app: &TestApp, project: i64) -> Cast {
     assert_eq!(r.status, 204);
     let today = chrono::Utc::now().date_naive();
     let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
-    // The API accepts a past expiry date, so expired tokens can be made through it.
+    // The API refuses a date that is not in the future, as GitLab does.
+    for date in ["2001-01-01".to_owned(), day(today)] {
+        let r = app
+            .send(
+                "POST",
+                &format!("/api/v4/users/{}/personal_access_tokens", maintainer.id),
+                Auth::Private(&app.admin_token),
+                Body::Json(json!({"name": "old", "scopes": ["api"], "expires_at": date})),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.body),
+            (
+                400,
+                json!({"error": "expires_at must be a date after today"})
+            ),
+            "{date}"
+        );
+    }
     let expired = app
-        .create_token(maintainer.id, &["api"], Some("2001-01-01"))
+        .create_expired_token(
+            maintainer.id,
+            chrono::NaiveDate::from_ymd_opt(2001, 1, 1).expect("date"),
+        )
         .await;
-    let expires_today = app
-        .create_token(maintainer.id, &["api"], Some(&day(today)))
-        .await;
+    let expires_today = app.create_expired_token(maintainer.id, today).await;
     let expires_tomorrow = app
         .create_token(
             maintainer.id,

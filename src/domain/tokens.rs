@@ -36,6 +36,21 @@ pub fn scopes_allow(scopes: &[String], write: bool) -> bool {
         .any(|s| s == "api" || (!write && s == "read_api"))
 }
 
+/// A token's expiry date that is not after today.
+#[derive(Debug, thiserror::Error)]
+#[error("expires_at must be a date after today")]
+pub struct ExpiryInPast;
+
+/// A token expires at the start of its `expires_at` day (UTC), as GitLab's do, so a token for
+/// today or earlier would be expired at birth: refused at creation.
+pub fn check_expiry(expires_at: chrono::NaiveDate) -> Result<(), ExpiryInPast> {
+    if expires_at > chrono::Utc::now().date_naive() {
+        Ok(())
+    } else {
+        Err(ExpiryInPast)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

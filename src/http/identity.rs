@@ -420,6 +420,9 @@ pub async fn create_token(
                 .map_err(|_| ApiError::BadParams("expires_at is invalid".into()))?,
         ),
     };
+    if let Some(date) = expires_at {
+        tokens::check_expiry(date).map_err(|e| ApiError::BadParams(e.to_string()))?;
+    }
     if state.store.user_by_id(user_id).await?.is_none() {
         return Err(ApiError::NotFound("404 User Not Found"));
     }

@@ -24,9 +24,11 @@ pub struct StoreEvent {
 pub enum StoreBodyError {
     #[error("empty body")]
     Empty,
-    #[error("body is neither JSON nor base64")]
+    // Both say what the body had to be: a body that is base64 but not zlib inside is as likely
+    // an unsupported client as a corrupt one.
+    #[error("the body is neither JSON nor base64-encoded zlib")]
     Base64(#[source] base64::DecodeError),
-    #[error("corrupt zlib data in body")]
+    #[error("the body is neither JSON nor base64-encoded zlib")]
     Zlib(#[source] io::Error),
     #[error("decoded body is larger than {limit} bytes")]
     TooLarge { limit: usize },

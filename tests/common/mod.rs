@@ -131,6 +131,29 @@ impl TestApp {
         t["token"].as_str().expect("token").to_owned()
     }
 
+    /// A token that expired (or expires today): the API refuses to make one, so it is written
+    /// straight through the server's store, as time passing would leave it.
+    pub async fn create_expired_token(
+        &self,
+        user_id: i64,
+        expires_at: chrono::NaiveDate,
+    ) -> String {
+        let secret = faultline::domain::tokens::generate_token();
+        self.server
+            .state
+            .store
+            .create_token(faultline::store::NewToken {
+                user_id,
+                name: "expired".into(),
+                scopes: vec!["api".into()],
+                expires_at: Some(expires_at),
+                digest: faultline::domain::tokens::digest(&secret),
+            })
+            .await
+            .expect("token stored");
+        secret
+    }
+
     /// Creates a project as the administrator in `namespace` and returns its JSON.
     pub async fn create_project(&self, name: &str, namespace: &str) -> Value {
         let (s, p) = self
