@@ -4,6 +4,7 @@
 //! (or queued, when acknowledgement is relaxed). Status codes are chosen in one place:
 //! [`IngestError::into_response`].
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -139,11 +140,6 @@ impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = self.status();
         let detail = self.to_string();
-        if status.is_server_error() {
-            tracing::warn!(%status, error = %detail, "ingestion refused");
-        } else {
-            tracing::debug!(%status, error = %detail, "ingestion refused");
-        }
         let mut resp = (status, Json(json!({ "detail": detail }))).into_response();
         let h = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&detail) {
@@ -252,6 +248,9 @@ async fn handle(state: &AppState, endpoint: Endpoint, project_id: &str, req: Req
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
     let result = ingest(state, endpoint, project_id, &parts, &mut body).await;
+    if let Err(e) = &result {
+        log_refusal(e, &parts);
+    }
     // Reading stopped part-way: over the limit, too slow, or broken.
     let cut_short = matches!(
         result,
@@ -267,6 +266,63 @@ async fn handle(state: &AppState, endpoint: Endpoint, project_id: &str, req: Req
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+/// Most log lines a second for each refusal reason: enough to see that an SDK is sending with a
+/// mistyped key, few enough that a flood of refusals cannot flood the log.
+const REFUSAL_LOG_PER_SECOND: u32 = 5;
+
+/// Per reason: the second of the last line and how many lines that second had.
+static REFUSAL_LOG: std::sync::LazyLock<parking_lot::Mutex<HashMap<&'static str, (u64, u32)>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Logs a refusal at `info` (`warn` when it is the gateway's fault), at most
+/// [`REFUSAL_LOG_PER_SECOND`] lines a second for each reason; the first line of a later second
+/// says how many the last busy second left out (`left_out`). The key is shown by its first characters only: a key is a
+/// credential, and its prefix is enough to tell which one an SDK is using.
+fn log_refusal(e: &IngestError, parts: &axum::http::request::Parts) {
+    let reason = e.reason();
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let left_out = {
+        let mut log = REFUSAL_LOG.lock();
+        let entry = log.entry(reason).or_insert((second, 0));
+        let mut left_out = 0;
+        if entry.0 != second {
+            // Refusals of an earlier second beyond the limit were not logged.
+            left_out = entry.1.saturating_sub(REFUSAL_LOG_PER_SECOND);
+            *entry = (second, 0);
+        }
+        entry.1 += 1;
+        if entry.1 > REFUSAL_LOG_PER_SECOND {
+            return;
+        }
+        left_out
+    };
+    let key = auth::resolve_auth(
+        header_str(&parts.headers, "x-sentry-auth"),
+        header_str(&parts.headers, "authorization"),
+        parts.uri.query(),
+    )
+    .ok()
+    .and_then(|a| a.public_key)
+    .map(|k| key_prefix(&k))
+    .unwrap_or_default();
+    let status = e.status();
+    let path = parts.uri.path();
+    if status.is_server_error() {
+        tracing::warn!(%status, reason, error = %e, key, path, left_out, "ingestion refused");
+    } else {
+        tracing::info!(%status, reason, error = %e, key, path, left_out, "ingestion refused");
+    }
+}
+
+/// The first characters of a public key (`glet_` and four hex digits), for logs.
+fn key_prefix(key: &str) -> String {
+    let prefix: String = key.chars().take(9).collect();
+    format!("{prefix}…")
 }
 
 /// Most bytes of a refused request's body read and thrown away to keep its connection usable.
