@@ -74,7 +74,23 @@ pub enum AdminCommand {
     },
 }
 
-pub async fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
+/// Runs one command. Without `create_database`, a data directory with no database is an error:
+/// run from the wrong directory, a command would otherwise make an empty database there and
+/// answer as if nothing existed.
+///
+/// The commands touch users, projects, members and tokens only. A running server reads tokens
+/// and memberships from the database on every request, so what these commands change takes
+/// effect there at once; client keys and settings, which a server keeps in memory, are managed
+/// only through the API.
+pub async fn run(config: &Config, cmd: AdminCommand, create_database: bool) -> anyhow::Result<()> {
+    let db = crate::app::database_path(config);
+    if !create_database && !db.exists() {
+        bail!(
+            "no database at {}: point --data-dir (or FAULTLINE_DATA_DIR) at the server's data \
+             directory, or pass --create-database to create a new one",
+            db.display()
+        );
+    }
     let store = open_store(config)?;
     let out = match cmd {
         AdminCommand::CreateUser {
@@ -165,6 +181,9 @@ pub async fn run(config: &Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 .collect();
             if scopes.is_empty() || !scopes.iter().all(|s| tokens::SCOPES.contains(&s.as_str())) {
                 bail!("scopes must be api and/or read_api");
+            }
+            if let Some(date) = expires_at {
+                tokens::check_expiry(date)?;
             }
             let secret = tokens::generate_token();
             let t = store

@@ -57,11 +57,69 @@ impl Server {
     }
 }
 
+/// Name of the file in the data directory that a running server holds locked.
+pub const LOCK_FILE: &str = "faultline.lock";
+
+/// The database file in the data directory.
+pub fn database_path(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("faultline.db")
+}
+
+/// A data directory held by this process: one server per directory, because each server's key
+/// cache is loaded once and kept up to date by its own writes only. A second server on the same
+/// directory would go on accepting keys the first one deleted. The lock is an advisory lock
+/// (`flock`) on [`LOCK_FILE`], so the kernel drops it when the process ends, however it ends.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory's lock, creating the directory if needed, or says which process
+/// holds it.
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
+    use std::io::{Read as _, Seek as _};
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            // The holder's pid, for the message a second server prints.
+            file.set_len(0)?;
+            write!(file, "{}", std::process::id())?;
+            Ok(DataDirLock { _file: file })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.rewind();
+            let _ = file.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => "another process".to_owned(),
+                pid => format!("another process (pid {pid})"),
+            };
+            anyhow::bail!(
+                "the data directory {} is in use by {holder}: one faultline server per data \
+                 directory; stop that one or give this one its own --data-dir",
+                dir.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
 pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let store = SqliteStore::open_with(SqliteOptions {
-        path: config.data_dir.join("faultline.db"),
+        path: database_path(config),
         synchronous: config.database.synchronous,
         max_page_count: config.database.max_page_count,
     })
@@ -71,6 +129,12 @@ pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
 
 /// Starts the gateway and returns once it is listening.
 pub async fn spawn(config: Config) -> anyhow::Result<Server> {
+    // The port first: a busy port must not leave a half-made data directory or a printed
+    // token behind.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let lock = lock_data_dir(&config.data_dir)?;
     let store = open_store(&config)?;
     let initial_admin_token = bootstrap_admin(&store, &config).await?;
 
@@ -89,9 +153,6 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
         .context("loading client keys")?;
     tracing::info!(keys = cache.key_count(), "key cache loaded");
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let external_url = config.external_url_for(addr)?;
 
@@ -156,6 +217,8 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
         })
         .await
         .context("writer shutdown")?;
+        // Held until everything above is written.
+        drop(lock);
         Ok(())
     });
     tracing::info!(%addr, external_url = %state.external_url, "faultline listening on {addr}");

@@ -88,6 +88,18 @@ impl Default for Config {
     }
 }
 
+/// When log lines carry colour codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogColor {
+    /// Only when stderr is a terminal and `NO_COLOR` is not set (the default): a log file or a
+    /// collector gets plain text.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LogConfig {
@@ -95,6 +107,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter; `RUST_LOG` wins when set. Default `info`.
     pub level: String,
+    /// `auto` (default), `always` or `never`.
+    pub color: LogColor,
 }
 
 impl Default for LogConfig {
@@ -102,6 +116,20 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Human,
             level: "info".into(),
+            color: LogColor::Auto,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Whether to write colour codes, given whether stderr is a terminal.
+    pub fn ansi(&self, stderr_is_terminal: bool) -> bool {
+        match self.color {
+            LogColor::Always => true,
+            LogColor::Never => false,
+            LogColor::Auto => {
+                stderr_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
         }
     }
 }

@@ -935,7 +935,7 @@ async fn admin_cli(dir: &std::path::Path, args: &[&str]) -> Result<Value, String
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
         .arg("--data-dir")
         .arg(dir)
-        .arg("admin")
+        .args(["admin", "--create-database"])
         .args(args)
         // The commands must not depend on the environment they happen to run in.
         .env_remove("FAULTLINE_ADMIN_TOKEN")
@@ -1053,6 +1053,22 @@ async fn offline_admin_commands() {
     .await
     .expect("create-token");
     let reader_secret = reader["token"].as_str().expect("secret").to_owned();
+    let past = admin_cli(
+        d,
+        &[
+            "create-token",
+            "--username",
+            "bob",
+            "--expires-at",
+            "2001-01-01",
+        ],
+    )
+    .await
+    .expect_err("a token that expired at birth is refused");
+    assert!(
+        past.contains("expires_at must be a date after today"),
+        "{past}"
+    );
     assert_eq!(
         (&reader["scopes"], &reader["expires_at"], &reader["name"]),
         (
@@ -1248,9 +1264,9 @@ async fn admin_create_project_validates_like_the_api() {
 async fn a_blank_configured_admin_token_stops_start_up() {
     let dir = tempfile::tempdir().expect("dir");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_faultline"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg("--data-dir")
         .arg(dir.path())
-        .arg("serve")
+        .args(["serve", "--listen", "127.0.0.1:0"])
         .env("FAULTLINE_ADMIN_TOKEN", "")
         .env("RUST_BACKTRACE", "0")
         .stdout(std::process::Stdio::null())
