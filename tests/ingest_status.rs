@@ -1,6 +1,6 @@
-//! The ingestion HTTP contract seen from a raw HTTP client: every row of the status table of
-//! behaviour.md B (status, `{"detail": ...}` body, `X-Sentry-Error`, CORS, nothing stored, and
-//! the server still serving the next good event), the places an SDK may put its key, the route
+//! The ingestion HTTP contract seen from a raw HTTP client: every row of the status table in
+//! docs/protocol.md, "Answers" (status, `{"detail": ...}` body, `X-Sentry-Error`, CORS, nothing
+//! stored, and the server still serving the next good event), the places an SDK may put its key, the route
 //! families with their CORS preflight, and access changes made through the management API.
 
 mod common;

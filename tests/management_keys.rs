@@ -472,7 +472,7 @@ async fn management_changes_reach_ingestion_at_once() {
     );
 }
 
-/// Deleting a project deletes its keys, and behaviour.md B answers a deleted key with 403 (as
+/// Deleting a project deletes its keys, and docs/protocol.md ("Ingestion") answers a deleted key with 403 (as
 /// a single key's DELETE already does), not with the 401 of a key that was never issued.
 #[tokio::test]
 async fn deleting_a_project_refuses_its_keys_like_deleted_keys() {

@@ -1,6 +1,6 @@
 //! Black-box tests of `GET|PUT|PATCH /api/v4/projects/:id/error_tracking/settings`: the error
-//! table of behaviour.md A, the three parameter styles, GitLab's boolean words, and what PUT and
-//! PATCH do to the setting and to the project's client keys.
+//! table of docs/protocol.md ("Management API"), the three parameter styles, GitLab's boolean
+//! words, and what PUT and PATCH do to the setting and to the project's client keys.
 
 mod common;
 

@@ -82,8 +82,8 @@ impl KeyCache {
     }
 
     /// Forgets a deleted key's permission but keeps it as an inactive entry, so that events
-    /// still sent with it are refused as a disabled key (403, as Sentry and behaviour.md answer
-    /// for a deleted key) rather than as one never issued (401). The entry lives until the next
+    /// still sent with it are refused as a disabled key (403, as Sentry answers for a deleted
+    /// key; docs/protocol.md, "Answers") rather than as one never issued (401). The entry lives until the next
     /// start, which loads only the keys still in the database; it costs one small entry per key
     /// deleted since then.
     pub fn remove_key(&self, public_key: &str) {

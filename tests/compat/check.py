@@ -143,7 +143,7 @@ def events_in(req, body):
 
 
 def envelope_items(body):
-    """(item header, payload) pairs of an envelope, by the framing rules of behaviour.md B."""
+    """(item header, payload) pairs of an envelope, by the framing rules of docs/protocol.md ("Envelope framing")."""
     pos = body.find(b"\n")
     if pos < 0:
         return []

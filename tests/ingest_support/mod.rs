@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::common::{db, read_resp, Resp, TestApp};
 
-/// The CORS headers every ingestion answer carries (behaviour.md B, CORS).
+/// The CORS headers every ingestion answer carries (docs/protocol.md, "CORS").
 pub const CORS: [(&str, &str); 5] = [
     ("access-control-allow-origin", "*"),
     ("access-control-allow-methods", "POST, OPTIONS"),
@@ -149,7 +149,7 @@ pub async fn post_event(app: &TestApp, project_id: i64, key: &str, event: &Value
     .await
 }
 
-/// Asserts the CORS headers of behaviour.md B on any ingestion answer.
+/// Asserts the CORS headers of docs/protocol.md ("CORS") on any ingestion answer.
 pub fn assert_cors(r: &Resp, what: &str) {
     for (name, value) in CORS {
         assert_eq!(r.header(name), Some(value), "{what}: header {name}");
