@@ -627,6 +627,34 @@ async fn main() -> anyhow::Result<()> {
             "query with no match (scans all)",
             format!("{p}/errors?query=no-such-text"),
         ),
+        (
+            "environment=staging (1% of errors)",
+            format!("{p}/errors?environment=staging"),
+        ),
+        (
+            "query=environment:production (99%)",
+            format!("{p}/errors?query=environment:production"),
+        ),
+        (
+            "query=release:shop@4.2.3 (10%)",
+            format!("{p}/errors?query=release:shop%404.2.3"),
+        ),
+        (
+            "query=user:42 (one user)",
+            format!("{p}/errors?query=user:42"),
+        ),
+        (
+            "query=region:eu-west-1 (a tag, every error)",
+            format!("{p}/errors?query=region:eu-west-1"),
+        ),
+        (
+            "query=region:us-east-1 (a tag, no match)",
+            format!("{p}/errors?query=region:us-east-1"),
+        ),
+        (
+            "staging, a tag and free text together",
+            format!("{p}/errors?query=environment:staging%20worker:gunicorn%20deadlock"),
+        ),
         ("deep page by cursor (page 100)", deep.clone()),
         ("one error", format!("{p}/errors/1")),
         (
