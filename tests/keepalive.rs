@@ -168,3 +168,23 @@ async fn a_body_past_the_drain_bound_is_answered_with_connection_close() {
     assert_eq!(answer.status, 401);
     assert!(answer.close, "the client is told to open a new connection");
 }
+
+#[tokio::test]
+async fn a_client_waiting_for_100_continue_is_not_asked_for_its_body() {
+    let app = spawn_app_with(|_| {}).await;
+    let (project, _, _) = app.project_with_key("keepalive").await;
+    let unknown = path(project, "glet_00000000000000000000000000000000");
+    let mut stream = TcpStream::connect(app.server.addr).await.expect("connect");
+    let head = format!(
+        "POST {unknown} HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let answer = read_answer(&mut stream).await.expect("answered");
+    // The refusal comes straight away, not a `100 Continue` inviting a body that would be
+    // thrown away.
+    assert_eq!(answer.status, 401);
+    assert!(
+        answer.close,
+        "the unsent body leaves the connection unusable"
+    );
+}

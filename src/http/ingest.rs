@@ -336,6 +336,11 @@ async fn drain(body: Body, headers: &HeaderMap) -> bool {
     if declared.is_some_and(|len| len > DRAIN_LIMIT) {
         return false;
     }
+    // A client waiting for `100 Continue` has not sent its body; reading it would ask for it
+    // (hyper sends the 100 on the first read) only to throw it away.
+    if header_str(headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        return false;
+    }
     let limited = Limited::new(body, DRAIN_LIMIT);
     matches!(
         tokio::time::timeout(DRAIN_DEADLINE, limited.collect()).await,
