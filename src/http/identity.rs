@@ -191,7 +191,7 @@ pub async fn list_projects(State(state): State<AppState>, params: Params) -> Api
     let mut projects = if caller.is_admin() && !membership {
         state.store.list_projects().await?
     } else {
-        state.store.member_projects(caller.user.id).await?
+        state.store.member_projects(caller.user.id, 0).await?
     };
     if let Some(needle) = params.string("search").filter(|s| !s.is_empty()) {
         let needle = needle.to_lowercase();

@@ -7,6 +7,7 @@ pub mod health;
 pub mod identity;
 pub mod ingest;
 pub mod read;
+pub mod sentry_api;
 pub mod serve;
 pub mod settings;
 
@@ -117,6 +118,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ingest::routes())
         .merge(read::routes())
         .nest("/api/v4", v4)
+        .nest("/api/0", sentry_api::routes())
         .route("/-/health", get(health::health))
         .route("/-/readiness", get(health::readiness))
         .route("/metrics", get(health::metrics))

@@ -320,13 +320,11 @@ impl ErrorListArgs {
             }
         }
         ErrorQuery {
-            project_id,
-            status: self.status,
-            sort: self.sort,
             text: self.search.text.clone(),
             tags,
             limit: self.limit,
             after: self.after,
+            ..ErrorQuery::new(project_id, Some(self.status), self.sort)
         }
     }
 

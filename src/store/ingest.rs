@@ -437,15 +437,23 @@ fn store_events(
     )?;
     let mut insert_error = tx.prepare_cached(
         "INSERT INTO errors (project_id, fingerprint, name, description, actor, platform,
-                             status, event_count, first_seen_at, last_seen_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8)
+                             status, event_count, first_seen_at, last_seen_at, short_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, ?7, ?8, ?9)
          RETURNING id",
+    )?;
+    // The short id's number (Sentry's `SHOP-1F`), taken from the project's counter in this
+    // transaction, so numbers are unique per project and never handed out twice.
+    let mut next_short_seq = tx.prepare_cached(
+        "UPDATE projects SET error_seq = error_seq + 1 WHERE id = ?1 RETURNING error_seq",
     )?;
     let mut reopen = tx.prepare_cached("UPDATE errors SET status = ?2 WHERE id = ?1")?;
     let mut seen_earlier =
         tx.prepare_cached("UPDATE errors SET first_seen_at = ?2 WHERE id = ?1")?;
     let mut error_ids: HashMap<(i64, i64), i64> = HashMap::with_capacity(deltas.len());
-    for (key, d) in &deltas {
+    // In first-seen order, so that errors new in one batch are numbered as they happened.
+    let mut ordered: Vec<(&(i64, i64), &ErrorDelta)> = deltas.iter().collect();
+    ordered.sort_unstable_by_key(|(key, d)| (d.first, **key));
+    for (key, d) in ordered {
         let existing: Option<(i64, i64, i64)> = find_error
             .query_row(params![key.0, key.1], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -463,6 +471,7 @@ fn store_events(
             }
             None => {
                 let e = d.newest;
+                let short_seq: i64 = next_short_seq.query_row([e.project_id], |r| r.get(0))?;
                 let id = insert_error.query_row(
                     params![
                         e.project_id,
@@ -472,7 +481,8 @@ fn store_events(
                         e.actor,
                         e.platform,
                         d.first,
-                        d.last
+                        d.last,
+                        short_seq
                     ],
                     |r| r.get(0),
                 )?;

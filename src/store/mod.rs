@@ -214,8 +214,8 @@ pub trait Store: ReadStore + Send + Sync + 'static {
     async fn project_by_id(&self, id: i64) -> StoreResult<Option<Project>>;
     async fn project_by_path(&self, path_with_namespace: &str) -> StoreResult<Option<Project>>;
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
-    /// The projects `user_id` is a member of, at any level, by id.
-    async fn member_projects(&self, user_id: i64) -> StoreResult<Vec<Project>>;
+    /// The projects `user_id` is a member of at `min_level` or higher (0: any level), by id.
+    async fn member_projects(&self, user_id: i64, min_level: i64) -> StoreResult<Vec<Project>>;
     /// Deletes the project: at once for every lookup, its keys disabled, its events refused by
     /// the writer. Its rows (members, settings, keys, errors, events) are removed afterwards by
     /// [`purge::purge_marked`], in small transactions. Returns the keys that went with it.

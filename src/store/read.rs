@@ -102,15 +102,42 @@ pub struct KeysetPage<T> {
 #[derive(Debug, Clone)]
 pub struct ErrorQuery {
     pub project_id: i64,
-    pub status: ErrorStatus,
+    /// Projects listed together with `project_id` (an organization-wide list); usually empty.
+    pub other_projects: Vec<i64>,
+    /// `None` lists every status.
+    pub status: Option<ErrorStatus>,
     pub sort: ErrorSort,
     /// Free text matched, case-insensitively for ASCII, anywhere in the name or description.
     pub text: Option<String>,
     /// Each filter must hold: some event of the error carried the key with one of the values
     /// (`error_tags`).
     pub tags: Vec<TagFilter>,
+    /// Only errors seen at some time in `[from, until]` (unix milliseconds): first seen no later
+    /// than `until` and last seen no earlier than `from`.
+    pub seen_between: Option<(i64, i64)>,
     pub limit: u32,
     pub after: Option<Keyset>,
+    /// Walk towards the start of the list: the page is the `limit` rows just before `after`
+    /// (still returned in list order), and `next` is set when more rows precede them.
+    pub backward: bool,
+}
+
+impl ErrorQuery {
+    /// The first page of one project's errors with `status`, in `sort` order.
+    pub fn new(project_id: i64, status: Option<ErrorStatus>, sort: ErrorSort) -> ErrorQuery {
+        ErrorQuery {
+            project_id,
+            other_projects: Vec::new(),
+            status,
+            sort,
+            text: None,
+            tags: Vec::new(),
+            seen_between: None,
+            limit: 20,
+            after: None,
+            backward: false,
+        }
+    }
 }
 
 /// An error matches when one of its events carried `key` with any of `values` (exactly, case
@@ -154,6 +181,9 @@ pub struct TrackedError {
     pub first_seen_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub status: ErrorStatus,
+    /// The error's number within its project, for Sentry's short id (`SHOP-1F`).
+    pub short_seq: i64,
+    pub platform: Option<String>,
     /// Oldest first: `(unix second at the start of the hour, events in that hour)`, ending with
     /// the current hour, always [`FREQUENCY_HOURS`] entries.
     pub frequency_24h: Vec<(i64, i64)>,
@@ -162,7 +192,8 @@ pub struct TrackedError {
 }
 
 impl TrackedError {
-    fn keyset(&self, sort: ErrorSort) -> Keyset {
+    /// Where this error sits in a list in `sort` order.
+    pub fn keyset(&self, sort: ErrorSort) -> Keyset {
         let key = match sort {
             ErrorSort::LastSeenDesc => self.last_seen_ms,
             ErrorSort::FirstSeenDesc => self.first_seen_ms,
@@ -206,6 +237,46 @@ pub struct StoredMessage {
     occurred_ms: i64,
 }
 
+/// What Sentry's issue shape tells beyond the error row, read from the error's events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssueExtras {
+    /// The newest event has no exception (Sentry's `default` issue type).
+    pub is_message: bool,
+    /// The newest event's level, when it said.
+    pub level: Option<String>,
+    /// The releases of the oldest and the newest event.
+    pub first_release: Option<String>,
+    pub last_release: Option<String>,
+}
+
+/// An error's newest event, for Sentry's "latest event".
+#[derive(Debug, Clone)]
+pub struct LatestEvent {
+    pub event_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// The event JSON as the SDK sent it.
+    pub payload: Vec<u8>,
+}
+
+/// Events counted per time bucket, over the errors an [`ErrorQuery`]-like filter selects.
+#[derive(Debug, Clone)]
+pub struct EventCountQuery {
+    /// At least one project.
+    pub projects: Vec<i64>,
+    pub status: Option<ErrorStatus>,
+    pub text: Option<String>,
+    /// Filters on the error, as in [`ErrorQuery::tags`].
+    pub tags: Vec<TagFilter>,
+    /// Only events in this environment (a filter on each event, not on the error).
+    pub environment: Option<String>,
+    /// `[from, until)`, unix milliseconds, by the events' own timestamps.
+    pub from: i64,
+    pub until: i64,
+    /// Width of a bucket in milliseconds; bucket `i` starts at `from + i * bucket_ms`.
+    pub bucket_ms: i64,
+}
+
 /// The read API's queries. `Store` has this as a supertrait, so the HTTP layer reaches it through
 /// the same `Arc<dyn Store>`.
 #[async_trait]
@@ -225,6 +296,14 @@ pub trait ReadStore: Send + Sync {
         query: EventQuery,
     ) -> StoreResult<Option<KeysetPage<StoredEvent>>>;
     async fn list_messages(&self, query: MessageQuery) -> StoreResult<KeysetPage<StoredMessage>>;
+    /// The error with this row id, whatever its project (Sentry addresses issues by id alone).
+    async fn error_by_id(&self, id: i64) -> StoreResult<Option<TrackedError>>;
+    /// [`IssueExtras`] of each error id given (at most a page); errors without events are left out.
+    async fn issue_extras(&self, error_ids: Vec<i64>) -> StoreResult<HashMap<i64, IssueExtras>>;
+    /// The error's newest event by its own timestamp.
+    async fn latest_event(&self, error_id: i64) -> StoreResult<Option<LatestEvent>>;
+    /// `(bucket index, events)` for every bucket with at least one event, in bucket order.
+    async fn event_counts(&self, query: EventCountQuery) -> StoreResult<Vec<(i64, i64)>>;
 }
 
 #[async_trait]
@@ -268,6 +347,149 @@ impl ReadStore for SqliteStore {
     async fn list_messages(&self, query: MessageQuery) -> StoreResult<KeysetPage<StoredMessage>> {
         self.run(move |c| list_messages(c, &query)).await
     }
+
+    async fn error_by_id(&self, id: i64) -> StoreResult<Option<TrackedError>> {
+        self.run(move |c| {
+            let found = c
+                .prepare_cached(&format!("SELECT {ERROR_COLS} FROM errors WHERE id = ?1"))?
+                .query_row([id], error_row)
+                .optional()?;
+            let Some(error) = found else {
+                return Ok(None);
+            };
+            let mut items = vec![error];
+            attach_frequency(c, &mut items, Utc::now().timestamp())?;
+            Ok(items.pop())
+        })
+        .await
+    }
+
+    async fn issue_extras(&self, error_ids: Vec<i64>) -> StoreResult<HashMap<i64, IssueExtras>> {
+        self.run(move |c| issue_extras(c, &error_ids)).await
+    }
+
+    async fn latest_event(&self, error_id: i64) -> StoreResult<Option<LatestEvent>> {
+        self.run(move |c| latest_event(c, error_id)).await
+    }
+
+    async fn event_counts(&self, query: EventCountQuery) -> StoreResult<Vec<(i64, i64)>> {
+        self.run(move |c| event_counts(c, &query)).await
+    }
+}
+
+/// Two probes of `events_by_error` per error (its newest and its oldest event), so a page of
+/// issues costs a few hundred index lookups and never a scan.
+fn issue_extras(conn: &Connection, error_ids: &[i64]) -> StoreResult<HashMap<i64, IssueExtras>> {
+    let mut newest = conn.prepare_cached(
+        "SELECT is_message, level, release FROM events WHERE error_id = ?1
+         ORDER BY occurred_at DESC, id DESC LIMIT 1",
+    )?;
+    let mut oldest = conn.prepare_cached(
+        "SELECT release FROM events WHERE error_id = ?1 ORDER BY occurred_at, id LIMIT 1",
+    )?;
+    let mut out = HashMap::with_capacity(error_ids.len());
+    for &id in error_ids {
+        let latest: Option<(bool, Option<String>, Option<String>)> = newest
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((is_message, level, last_release)) = latest else {
+            continue;
+        };
+        let first_release: Option<String> =
+            oldest.query_row([id], |r| r.get(0)).optional()?.flatten();
+        out.insert(
+            id,
+            IssueExtras {
+                is_message,
+                level,
+                first_release,
+                last_release,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn latest_event(conn: &Connection, error_id: i64) -> StoreResult<Option<LatestEvent>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT event_id, occurred_at, received_at, payload, payload_codec FROM events
+             WHERE error_id = ?1 ORDER BY occurred_at DESC, id DESC LIMIT 1",
+        )?
+        .query_row([error_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .optional()?;
+    let Some((event_id, occurred, received, payload, codec)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(LatestEvent {
+        event_id,
+        occurred_at: ms_to_dt(occurred),
+        received_at: ms_to_dt(received),
+        payload: payload::event_json(codec, payload)?,
+    }))
+}
+
+/// The SQL and parameters of [`event_counts`]; public within the crate for its plan test.
+pub(crate) fn event_counts_sql(q: &EventCountQuery) -> (String, Vec<SqlValue>) {
+    let mut args = vec![
+        SqlValue::Integer(q.from),
+        SqlValue::Integer(q.bucket_ms.max(1)),
+        SqlValue::Integer(q.until),
+    ];
+    let placeholders: Vec<String> = q
+        .projects
+        .iter()
+        .map(|p| {
+            args.push(SqlValue::Integer(*p));
+            format!("?{}", args.len())
+        })
+        .collect();
+    // Walks each selected error's events through events_by_error(error_id, occurred_at), within
+    // the time range only, so the cost follows the events counted, not the project's history.
+    let mut sql = format!(
+        "SELECT (ev.occurred_at - ?1) / ?2 AS bucket, COUNT(*)
+         FROM errors JOIN events AS ev ON ev.error_id = errors.id
+         WHERE errors.project_id IN ({}) AND ev.occurred_at >= ?1 AND ev.occurred_at < ?3",
+        placeholders.join(", ")
+    );
+    if let Some(status) = q.status {
+        args.push(SqlValue::Integer(status.code()));
+        sql.push_str(&format!(" AND errors.status = ?{}", args.len()));
+    }
+    if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
+        args.push(SqlValue::Text(like_contains(text)));
+        let n = args.len();
+        sql.push_str(&format!(
+            " AND (errors.name LIKE ?{n} ESCAPE '\\' OR errors.description LIKE ?{n} ESCAPE '\\')"
+        ));
+    }
+    push_tag_filters(&mut sql, &mut args, &q.tags);
+    if let Some(env) = q.environment.as_deref() {
+        args.push(SqlValue::Text(env.to_owned()));
+        sql.push_str(&format!(" AND ev.environment = ?{}", args.len()));
+    }
+    sql.push_str(" GROUP BY bucket ORDER BY bucket");
+    (sql, args)
+}
+
+fn event_counts(conn: &Connection, q: &EventCountQuery) -> StoreResult<Vec<(i64, i64)>> {
+    if q.projects.is_empty() || q.until <= q.from {
+        return Ok(Vec::new());
+    }
+    let (sql, args) = event_counts_sql(q);
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(args), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }
 
 fn ms_to_dt(ms: i64) -> DateTime<Utc> {
@@ -275,7 +497,8 @@ fn ms_to_dt(ms: i64) -> DateTime<Utc> {
 }
 
 const ERROR_COLS: &str = "id, project_id, fingerprint, name, description, actor, event_count,
-    approximated_user_count, first_seen_at, last_seen_at, status";
+    approximated_user_count, first_seen_at, last_seen_at, status, COALESCE(short_seq, id),
+    platform";
 
 fn error_row(r: &Row) -> rusqlite::Result<TrackedError> {
     let first_seen_ms: i64 = r.get(8)?;
@@ -292,6 +515,8 @@ fn error_row(r: &Row) -> rusqlite::Result<TrackedError> {
         first_seen_at: ms_to_dt(first_seen_ms),
         last_seen_at: ms_to_dt(last_seen_ms),
         status: ErrorStatus::from_code(r.get(10)?),
+        short_seq: r.get(11)?,
+        platform: r.get(12)?,
         frequency_24h: Vec::new(),
         first_seen_ms,
         last_seen_ms,
@@ -317,16 +542,29 @@ fn like_contains(text: &str) -> String {
 /// statement the API runs.
 pub(crate) fn list_errors_sql(q: &ErrorQuery) -> (String, Vec<SqlValue>) {
     let col = q.sort.column();
-    let mut sql = format!("SELECT {ERROR_COLS} FROM errors WHERE project_id = ?1 AND status = ?2");
-    let mut args = vec![
-        SqlValue::Integer(q.project_id),
-        SqlValue::Integer(q.status.code()),
-    ];
+    let mut args = vec![SqlValue::Integer(q.project_id)];
+    let mut sql = if q.other_projects.is_empty() {
+        format!("SELECT {ERROR_COLS} FROM errors WHERE project_id = ?1")
+    } else {
+        // Several projects cannot be one index range in sort order; SQLite sorts their rows.
+        // Only organization-wide lists (Grafana) ask for this.
+        let mut placeholders = String::from("?1");
+        for p in &q.other_projects {
+            args.push(SqlValue::Integer(*p));
+            placeholders.push_str(&format!(", ?{}", args.len()));
+        }
+        format!("SELECT {ERROR_COLS} FROM errors WHERE project_id IN ({placeholders})")
+    };
+    if let Some(status) = q.status {
+        args.push(SqlValue::Integer(status.code()));
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
     if let Some(after) = q.after {
         // A row value comparison: SQLite turns it into one range on the index
         // (project_id, status, <col> DESC, id DESC), so a deep page costs what the first does.
+        let cmp = if q.backward { ">" } else { "<" };
         sql.push_str(&format!(
-            " AND ({col}, id) < (?{}, ?{})",
+            " AND ({col}, id) {cmp} (?{}, ?{})",
             args.len() + 1,
             args.len() + 2
         ));
@@ -343,9 +581,31 @@ pub(crate) fn list_errors_sql(q: &ErrorQuery) -> (String, Vec<SqlValue>) {
         ));
         args.push(SqlValue::Text(like_contains(text)));
     }
-    for tag in q.tags.iter().filter(|t| !t.values.is_empty()) {
-        // One primary-key probe of `error_tags` per error walked, in the same index walk as
-        // above: a filter that few errors pass reads more errors rows, never the events.
+    push_tag_filters(&mut sql, &mut args, &q.tags);
+    if let Some((from, until)) = q.seen_between {
+        let n = args.len() + 1;
+        sql.push_str(&format!(
+            " AND last_seen_at >= ?{n} AND first_seen_at <= ?{}",
+            n + 1
+        ));
+        args.push(SqlValue::Integer(from));
+        args.push(SqlValue::Integer(until));
+    }
+    let dir = if q.backward { "ASC" } else { "DESC" };
+    sql.push_str(&format!(
+        " ORDER BY {col} {dir}, id {dir} LIMIT ?{}",
+        args.len() + 1
+    ));
+    args.push(SqlValue::Integer(i64::from(q.limit) + 1));
+    (sql, args)
+}
+
+/// `AND EXISTS (...)` on `error_tags` for each filter, appending their parameters; the
+/// statement must name the `errors` table as `errors`.
+fn push_tag_filters(sql: &mut String, args: &mut Vec<SqlValue>, tags: &[TagFilter]) {
+    for tag in tags.iter().filter(|t| !t.values.is_empty()) {
+        // One primary-key probe of `error_tags` per error walked, within the statement's own
+        // walk: a filter that few errors pass reads more errors rows, never the events.
         let key = args.len() + 1;
         args.push(SqlValue::Text(tag.key.clone()));
         let values: Vec<String> = tag
@@ -362,12 +622,6 @@ pub(crate) fn list_errors_sql(q: &ErrorQuery) -> (String, Vec<SqlValue>) {
             values.join(", ")
         ));
     }
-    sql.push_str(&format!(
-        " ORDER BY {col} DESC, id DESC LIMIT ?{}",
-        args.len() + 1
-    ));
-    args.push(SqlValue::Integer(i64::from(q.limit) + 1));
-    (sql, args)
 }
 
 fn list_errors(
@@ -377,6 +631,10 @@ fn list_errors(
 ) -> StoreResult<KeysetPage<TrackedError>> {
     let (sql, args) = list_errors_sql(q);
     let mut page = keyset_page(conn, &sql, args, q.limit, error_row, |e| e.keyset(q.sort))?;
+    if q.backward {
+        // Fetched walking up the list; shown in list order like every other page.
+        page.items.reverse();
+    }
     attach_frequency(conn, &mut page.items, now_secs)?;
     Ok(page)
 }
@@ -617,13 +875,9 @@ mod tests {
 
     fn query(sort: ErrorSort, limit: u32, after: Option<Keyset>) -> ErrorQuery {
         ErrorQuery {
-            project_id: 1,
-            status: ErrorStatus::Unresolved,
-            sort,
-            text: None,
-            tags: Vec::new(),
             limit,
             after,
+            ..ErrorQuery::new(1, Some(ErrorStatus::Unresolved), sort)
         }
     }
 

@@ -307,6 +307,19 @@ const MIGRATIONS: &[&str] = &[
     INSERT OR IGNORE INTO error_tags (error_id, key, value)
         SELECT error_id, 'user', user_identity FROM events WHERE user_identity IS NOT NULL;
     "#,
+    // 11: every error gets a per-project sequence number for Sentry's short ids (`SHOP-1F`); the
+    // project keeps the last number handed out, so a deleted error's number is never reused.
+    // Existing errors are numbered in the order they were first seen.
+    r#"
+    ALTER TABLE errors ADD COLUMN short_seq INTEGER;
+    ALTER TABLE projects ADD COLUMN error_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE errors SET short_seq = numbered.seq
+    FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY project_id ORDER BY first_seen_at, id) AS seq
+          FROM errors) AS numbered
+    WHERE errors.id = numbered.id;
+    UPDATE projects SET error_seq = (SELECT COALESCE(MAX(short_seq), 0) FROM errors
+                                     WHERE errors.project_id = projects.id);
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.
@@ -788,19 +801,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn member_projects(&self, user_id: i64) -> StoreResult<Vec<Project>> {
+    async fn member_projects(&self, user_id: i64, min_level: i64) -> StoreResult<Vec<Project>> {
         self.run(move |c| {
-            let cols = PROJECT_COLS
-                .split(", ")
-                .map(|col| format!("p.{col}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut st = c.prepare(&format!(
-                "SELECT {cols} FROM projects p JOIN project_members m ON m.project_id = p.id
-                 WHERE m.user_id = ?1 AND p.deleting_since IS NULL ORDER BY p.id"
-            ))?;
+            let mut st = c.prepare_cached(
+                "SELECT p.id, p.name, p.path, p.namespace_path, p.path_with_namespace, p.created_at
+                 FROM project_members AS m JOIN projects AS p ON p.id = m.project_id
+                 WHERE m.user_id = ?1 AND m.access_level >= ?2 AND p.deleting_since IS NULL
+                 ORDER BY p.id",
+            )?;
             let rows = st
-                .query_map([user_id], project_row)?
+                .query_map([user_id, min_level], project_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
