@@ -782,6 +782,37 @@ mod tests {
     }
 
     #[test]
+    fn new_errors_take_the_projects_next_short_number_never_a_used_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut sink = sink(&dir);
+        // One batch, two new errors: numbered in the order they were first seen.
+        write(
+            &mut sink,
+            vec![event(1, 7, 9_000, "late"), event(2, 8, 1_000, "early")],
+        );
+        let seq = |sink: &EventSink, fingerprint: i64| -> Option<i64> {
+            sink.conn
+                .query_row(
+                    "SELECT short_seq FROM errors WHERE fingerprint = ?1",
+                    [fingerprint],
+                    |r| r.get(0),
+                )
+                .optional()
+                .expect("query")
+        };
+        assert_eq!((seq(&sink, 8), seq(&sink, 7)), (Some(1), Some(2)));
+        // The newest error goes; its number is not handed out again.
+        sink.conn
+            .execute("DELETE FROM errors WHERE fingerprint = 7", [])
+            .expect("delete");
+        write(&mut sink, vec![event(3, 9, 10_000, "new")]);
+        assert_eq!(seq(&sink, 9), Some(3));
+        // An event of a known error takes no number.
+        write(&mut sink, vec![event(4, 8, 11_000, "again")]);
+        assert_eq!(seq(&sink, 8), Some(1));
+    }
+
+    #[test]
     fn counts_span_batches_and_seen_times_widen_both_ways() {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut sink = sink(&dir);

@@ -906,6 +906,99 @@ mod tests {
     }
 
     #[test]
+    fn backward_pages_are_the_rows_just_before_in_list_order() {
+        let c = db();
+        for id in 1..=5 {
+            error(&c, 1, id, (0, id * 10), 1, 0);
+        }
+        // List order: 5 4 3 2 1. Before 2: the two rows just above it, 4 and 3, then 5.
+        let mut q = query(ErrorSort::LastSeenDesc, 2, Some(Keyset { key: 20, id: 2 }));
+        q.backward = true;
+        let p = list_errors(&c, &q, 0).expect("page");
+        assert_eq!(ids(&p), [4, 3]);
+        assert_eq!(p.next, Some(Keyset { key: 40, id: 4 }), "more rows before");
+        q.after = p.next;
+        let p = list_errors(&c, &q, 0).expect("page");
+        assert_eq!(ids(&p), [5]);
+        assert_eq!(p.next, None);
+    }
+
+    #[test]
+    fn filters_by_status_projects_and_time_and_counts_events_by_environment() {
+        let c = db();
+        error(&c, 1, 1, (100, 200), 1, 0);
+        error(&c, 1, 2, (300, 400), 1, 1);
+        error(&c, 2, 3, (100, 500), 1, 0);
+        c.execute_batch(
+            "INSERT INTO events (project_id, error_id, event_id, occurred_at, received_at,
+                                 environment, is_message, name, description, actor, payload)
+             VALUES (1, 1, 'e1', 150, 150, 'prod', 0, 'n', 'd', 'a', x''),
+                    (2, 3, 'e3', 150, 150, 'dev', 0, 'n', 'd', 'a', x'');",
+        )
+        .expect("events");
+        let mut q = query(ErrorSort::LastSeenDesc, 10, None);
+        q.status = None;
+        assert_eq!(ids(&list_errors(&c, &q, 0).expect("all")), [2, 1]);
+        q.other_projects = vec![2];
+        assert_eq!(ids(&list_errors(&c, &q, 0).expect("both")), [3, 2, 1]);
+        q.seen_between = Some((250, 350));
+        assert_eq!(ids(&list_errors(&c, &q, 0).expect("window")), [3, 2]);
+        let counts = |environment: Option<&str>| {
+            event_counts(
+                &c,
+                &EventCountQuery {
+                    projects: vec![1, 2],
+                    status: None,
+                    text: None,
+                    tags: Vec::new(),
+                    environment: environment.map(str::to_owned),
+                    from: 100,
+                    until: 200,
+                    bucket_ms: 25,
+                },
+            )
+            .expect("counts")
+        };
+        assert_eq!(counts(None), [(2, 2)], "both events in the bucket 150..175");
+        assert_eq!(counts(Some("dev")), [(2, 1)]);
+    }
+
+    #[test]
+    fn event_counts_walk_each_errors_events_by_time() {
+        let c = db();
+        let (sql, args) = event_counts_sql(&EventCountQuery {
+            projects: vec![1],
+            status: Some(ErrorStatus::Unresolved),
+            text: None,
+            tags: vec![TagFilter {
+                key: "release".into(),
+                values: vec!["1.0".into()],
+            }],
+            environment: Some("prod".into()),
+            from: 0,
+            until: 1000,
+            bucket_ms: 10,
+        });
+        let p = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain")
+            .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+            .expect("plan rows")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("plan")
+            .join("\n");
+        assert!(p.contains("events_by_error"), "{p}");
+        assert!(
+            p.contains("occurred_at>?"),
+            "a time range on the index: {p}"
+        );
+        assert!(
+            p.contains("SEARCH t EXISTS USING PRIMARY KEY"),
+            "tags by their primary key: {p}"
+        );
+    }
+
+    #[test]
     fn each_sort_uses_its_own_key() {
         let c = db();
         error(&c, 1, 1, (10, 30), 5, 0);

@@ -1155,4 +1155,39 @@ mod tests {
             .expect("users");
         assert_eq!(users, 3);
     }
+
+    #[test]
+    fn existing_errors_get_short_numbers_in_first_seen_order() {
+        let mut c = Connection::open_in_memory().expect("memory db");
+        // The schema as it was before short numbers, with errors in it.
+        migrate_to(&mut c, 10).expect("migrations 1-10");
+        c.execute_batch(
+            "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
+             VALUES (1, 'p', 'p', 'g', 'g/p', 0), (2, 'q', 'q', 'g', 'g/q', 0),
+                    (3, 'r', 'r', 'g', 'g/r', 0);
+             INSERT INTO errors (id, project_id, fingerprint, name, description, actor,
+                                 first_seen_at, last_seen_at)
+             VALUES (10, 1, 1, 'a', '', '', 300, 300), (11, 1, 2, 'b', '', '', 100, 100),
+                    (12, 2, 3, 'c', '', '', 200, 200), (13, 1, 4, 'd', '', '', 100, 900);",
+        )
+        .expect("rows");
+        assert_eq!(migrate(&mut c).expect("migrates"), MIGRATIONS.len() - 10);
+        let seq = |id: i64| -> i64 {
+            c.query_row("SELECT short_seq FROM errors WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .expect("row")
+        };
+        // Project 1: first seen at 100 (ids 11 and 13, the id breaking the tie), then 300.
+        assert_eq!((seq(11), seq(13), seq(10)), (1, 2, 3));
+        assert_eq!(seq(12), 1, "numbered per project");
+        let counters: Vec<(i64, i64)> = c
+            .prepare("SELECT id, error_seq FROM projects ORDER BY id")
+            .expect("query")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("counters");
+        assert_eq!(counters, [(1, 3), (2, 1), (3, 0)]);
+    }
 }
