@@ -969,6 +969,43 @@ async fn grafana_reads_typed_fields() {
         rfc3339(&i["firstSeen"], "firstSeen");
         rfc3339(&i["lastSeen"], "lastSeen");
     }
+    // Paging an organization-wide list keeps every repeated `project=` in the links.
+    let first = ok(
+        &app,
+        &format!(
+            "/api/0/organizations/acme/issues/?{window}&project={shop}&project={cart}&limit=2"
+        ),
+        &token,
+    )
+    .await;
+    assert_eq!(issues_of(&first).len(), 2);
+    let next = cursor_of(&gitlab_pagination(&first), "next").expect("a second page");
+    let link = first.header("link").expect("link");
+    assert!(
+        link.contains(&format!("project={shop}&project={cart}")),
+        "{link}"
+    );
+    let second = ok(
+        &app,
+        &format!(
+            "/api/0/organizations/acme/issues/?{window}&project={shop}&project={cart}&limit=2&cursor={next}"
+        ),
+        &token,
+    )
+    .await;
+    let mut both: Vec<String> = titles(&issues_of(&first));
+    both.extend(titles(&issues_of(&second)));
+    both.sort();
+    assert_eq!(
+        both,
+        [
+            "CartError: x",
+            "NoMethodError: undefined method `price' for nil",
+            "Timeout: slow"
+        ]
+    );
+    assert!(cursor_of(&gitlab_pagination(&second), "next").is_none());
+
     let only_cart = issues_of(
         &ok(
             &app,

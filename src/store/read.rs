@@ -699,7 +699,8 @@ fn attach_frequency(
     let first = current - (FREQUENCY_HOURS - 1) * 3600;
     let mut counts: HashMap<(i64, i64), i64> = HashMap::new();
     if !errors.is_empty() {
-        // At most 101 ids (the largest page), far below SQLite's limit on parameters.
+        // At most 10 000 ids (the Sentry API's organization-wide page), below SQLite's limit of
+        // 32 766 parameters.
         let placeholders = vec!["?"; errors.len()].join(", ");
         let sql = format!(
             "SELECT error_id, hour, count FROM error_hourly
