@@ -930,6 +930,12 @@ async fn grafana_reads_typed_fields() {
             .all(Value::is_string));
         assert!(p["team"].is_object() && p["teams"].is_array());
     }
+    assert!(
+        projects
+            .iter()
+            .all(|p| p["environments"] == json!(["test"])),
+        "the SDK's environment: {projects:?}"
+    );
 
     // Issues: Grafana's times have no zone; projects are repeated parameters.
     let now = chrono::Utc::now();

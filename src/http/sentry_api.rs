@@ -278,6 +278,8 @@ fn team_json(namespace_path: &str) -> Value {
     })
 }
 
+/// `environments` is left empty here: GitLab reads this list before every detail and update,
+/// and never the environments; [`organization_projects`] fills them for Grafana.
 fn project_json(p: &Project, orgs: &Organizations) -> Value {
     json!({
         "id": p.id.to_string(),
@@ -290,7 +292,6 @@ fn project_json(p: &Project, orgs: &Organizations) -> Value {
         "hasAccess": true,
         "isBookmarked": false,
         "isPublic": false,
-        // Listing a project's environments would scan its events; nothing is kept per project.
         "environments": [],
         "features": [],
         "organization": orgs.json(&p.namespace_path),
@@ -365,7 +366,13 @@ async fn organization_projects(
 ) -> SentryResult<Response> {
     let caller = api::authenticate(&state, &params).await?;
     let (projects, orgs) = organization_projects_of(&state, &caller, &org).await?;
-    let items = projects.iter().map(|p| project_json(p, &orgs)).collect();
+    let mut items = Vec::with_capacity(projects.len());
+    for p in &projects {
+        let mut item = project_json(p, &orgs);
+        // Grafana offers these in its environment picker.
+        item["environments"] = json!(state.store.project_environments(p.id).await?);
+        items.push(item);
+    }
     Ok(single_page(items, &state, &params))
 }
 

@@ -304,7 +304,15 @@ pub trait ReadStore: Send + Sync {
     async fn latest_event(&self, error_id: i64) -> StoreResult<Option<LatestEvent>>;
     /// `(bucket index, events)` for every bucket with at least one event, in bucket order.
     async fn event_counts(&self, query: EventCountQuery) -> StoreResult<Vec<(i64, i64)>>;
+    /// The environments the project's [`ENVIRONMENT_ERRORS`] most recently seen errors were
+    /// seen in, sorted.
+    async fn project_environments(&self, project_id: i64) -> StoreResult<Vec<String>>;
 }
+
+/// How many of a project's errors, the most recently seen, [`ReadStore::project_environments`]
+/// looks at: enough for every environment in use, and a bound on the work whatever the
+/// project's history.
+pub const ENVIRONMENT_ERRORS: i64 = 1000;
 
 #[async_trait]
 impl ReadStore for SqliteStore {
@@ -374,6 +382,26 @@ impl ReadStore for SqliteStore {
 
     async fn event_counts(&self, query: EventCountQuery) -> StoreResult<Vec<(i64, i64)>> {
         self.run(move |c| event_counts(c, &query)).await
+    }
+
+    async fn project_environments(&self, project_id: i64) -> StoreResult<Vec<String>> {
+        self.run(move |c| {
+            // The recent errors come from the project's own rows of an errors index, and each
+            // one's environments from a range of the `error_tags` primary key: the events are
+            // never read.
+            let rows = c
+                .prepare_cached(
+                    "SELECT DISTINCT t.value FROM error_tags AS t
+                     WHERE t.key = 'environment' AND t.error_id IN (
+                         SELECT id FROM errors WHERE project_id = ?1
+                         ORDER BY last_seen_at DESC LIMIT ?2)
+                     ORDER BY t.value",
+                )?
+                .query_map(params![project_id, ENVIRONMENT_ERRORS], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            Ok(rows)
+        })
+        .await
     }
 }
 
