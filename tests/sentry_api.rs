@@ -791,6 +791,12 @@ async fn roles_decide_who_reads_and_who_changes() {
     let guest_projects = ok(&app, "/api/0/projects/", &guest.token).await.body;
     assert_eq!(guest_projects, json!([]), "a guest sees no project");
 
+    let r = gitlab(&app, "DELETE", &update, &developer.token, None).await;
+    assert_eq!(
+        (r.status, &r.body),
+        (405, &json!({"detail": "Method not allowed."}))
+    );
+
     // Unknown routes and ids answer in Sentry's shape too.
     for path in [
         "/api/0/nothing/here/",
