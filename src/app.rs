@@ -12,10 +12,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::keycache::KeyCache;
 use crate::domain::ratelimit::RateLimiter;
 use crate::domain::tokens;
+use crate::gitlab::{GitlabKeys, GitlabSettings};
 use crate::http::ingest::IngestSettings;
 use crate::http::serve::{serve, ServeConfig};
 use crate::http::{self, AppParts, AppState};
@@ -129,6 +131,13 @@ pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
 
 /// Starts the gateway and returns once it is listening.
 pub async fn spawn(config: Config) -> anyhow::Result<Server> {
+    spawn_with_clock(config, Arc::new(SystemClock::new())).await
+}
+
+/// [`spawn`] with the clock the time-dependent caches read: tests pass a
+/// [`crate::clock::ManualClock`] to move through cache lifetimes without waiting.
+pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Server> {
+    let gitlab_settings = GitlabSettings::from_config(&config.gitlab)?;
     // The port first: a busy port must not leave a half-made data directory or a printed
     // token behind.
     let listener = TcpListener::bind(config.listen)
@@ -174,8 +183,19 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
     let retention_store = store.clone();
     let purge_store = store.clone();
     let purge = Arc::new(tokio::sync::Notify::new());
+    let store: Arc<dyn Store> = Arc::new(store);
+    let gitlab_token = config.gitlab.token();
+    let gitlab = match (gitlab_settings, gitlab_token) {
+        (Some(settings), Some(token)) => {
+            tracing::info!(endpoint = %settings.endpoint, "unknown client keys are checked with GitLab");
+            let keys = GitlabKeys::new(settings, &token.0, clock, store.clone())
+                .context("setting up the GitLab key check")?;
+            Some(Arc::new(keys))
+        }
+        _ => None,
+    };
     let state = AppState::new(AppParts {
-        store: Arc::new(store),
+        store,
         keys: cache,
         metrics,
         external_url,
@@ -190,6 +210,8 @@ pub async fn spawn(config: Config) -> anyhow::Result<Server> {
             body_timeout: std::time::Duration::from_secs(config.http.body_timeout_secs),
         }),
         purge: purge.clone(),
+        gitlab_token_digest: gitlab_token.map(|t| tokens::digest(&t.0)),
+        gitlab,
     });
     let router = http::router(state.clone());
     let (tx, rx) = watch::channel(false);

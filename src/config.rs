@@ -70,6 +70,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub http: HttpConfig,
     pub retention: RetentionConfig,
+    pub gitlab: GitlabConfig,
 }
 
 impl Default for Config {
@@ -84,6 +85,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             http: HttpConfig::default(),
             retention: RetentionConfig::default(),
+            gitlab: GitlabConfig::default(),
         }
     }
 }
@@ -235,6 +237,57 @@ impl Default for RetentionConfig {
     }
 }
 
+/// faultline as the backend of a GitLab's integrated error tracking (see the README section
+/// "faultline as GitLab's error-tracking backend").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct GitlabConfig {
+    /// GitLab's base URL, e.g. `https://gitlab.example.com`. Set, a client key faultline does
+    /// not know is checked by asking GitLab. Unset (default), only faultline's own keys work.
+    pub url: Option<String>,
+    /// The secret GitLab sends as `Gitlab-Error-Tracking-Token` (GitLab's application setting
+    /// `error_tracking_access_token`). It grants the read API on every project, and faultline
+    /// sends it back when it asks GitLab about a key. Unset (or blank), that header is refused.
+    pub error_tracking_token: Option<Secret>,
+    /// Seconds a key GitLab allowed is trusted before GitLab is asked again: the longest a key
+    /// revoked in GitLab keeps working. Default 60.
+    pub key_cache_secs: u64,
+    /// Seconds a refusal from GitLab (key disabled, unknown project) is remembered, and the
+    /// interval between two questions about one key while GitLab cannot be reached. Default 10.
+    pub key_cache_negative_secs: u64,
+    /// Seconds past `key_cache_secs` that a key GitLab allowed keeps working while GitLab
+    /// cannot be reached. Default 300.
+    pub key_grace_secs: u64,
+    /// Most answers kept; the oldest-to-matter are dropped first beyond that. Default 100 000
+    /// (well under 20 MB).
+    pub key_cache_capacity: usize,
+    /// Seconds one question to GitLab may take before GitLab counts as unreachable. Default 5.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for GitlabConfig {
+    fn default() -> Self {
+        GitlabConfig {
+            url: None,
+            error_tracking_token: None,
+            key_cache_secs: 60,
+            key_cache_negative_secs: 10,
+            key_grace_secs: 300,
+            key_cache_capacity: 100_000,
+            request_timeout_secs: 5,
+        }
+    }
+}
+
+impl GitlabConfig {
+    /// The shared token, if one is set and not blank: a blank one grants nothing.
+    pub fn token(&self) -> Option<&Secret> {
+        self.error_tracking_token
+            .as_ref()
+            .filter(|t| !t.0.trim().is_empty())
+    }
+}
+
 /// Values given on the command line; `None` leaves the lower layers' value.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
@@ -277,6 +330,27 @@ impl Config {
                 ));
             }
         }
+        if let Some(url) = &self.gitlab.url {
+            parse_http_url(url).map_err(|_| {
+                ConfigError::Invalid(format!("gitlab.url {url:?} is not an absolute http(s) URL"))
+            })?;
+            // Without the token GitLab refuses every question, so every unknown key would be
+            // refused: better not to start at all.
+            if self.gitlab.token().is_none() {
+                return Err(ConfigError::Invalid(
+                    "gitlab.url needs gitlab.error_tracking_token (the secret GitLab is configured with)".into(),
+                ));
+            }
+        }
+        if self.gitlab.key_cache_secs == 0
+            || self.gitlab.key_cache_negative_secs == 0
+            || self.gitlab.key_cache_capacity == 0
+            || self.gitlab.request_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "gitlab.key_cache_secs, key_cache_negative_secs, key_cache_capacity and request_timeout_secs must be positive".into(),
+            ));
+        }
         if self.ingest.batch_size == 0 || self.ingest.queue_capacity == 0 {
             return Err(ConfigError::Invalid(
                 "ingest.batch_size and ingest.queue_capacity must be positive".into(),
@@ -295,6 +369,11 @@ impl Config {
 }
 
 fn parse_external_url(s: &str) -> Result<Url, ConfigError> {
+    parse_http_url(s)
+}
+
+/// An absolute `http` or `https` URL with a host.
+pub fn parse_http_url(s: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(s).map_err(|_| ConfigError::ExternalUrl(s.to_owned()))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ConfigError::ExternalUrl(s.to_owned()));
@@ -318,6 +397,9 @@ mod tests {
             assert_eq!(cfg.ingest.max_event_bytes, def.ingest.max_event_bytes);
             assert_eq!(cfg.ingest.batch_size, def.ingest.batch_size);
             assert_eq!(cfg.retention.days, def.retention.days);
+            assert_eq!(cfg.gitlab.key_cache_secs, def.gitlab.key_cache_secs);
+            assert_eq!(cfg.gitlab.key_grace_secs, def.gitlab.key_grace_secs);
+            assert_eq!(cfg.gitlab.url, None);
             Ok(())
         });
     }
@@ -371,6 +453,43 @@ mod tests {
             jail.set_env("FAULTLINE_ADMIN_TOKEN", "glpat-configured");
             let cfg = Config::load(None, &Overrides::default()).expect("load");
             assert_eq!(cfg.admin_token, Some(Secret("glpat-configured".into())));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn gitlab_settings_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FAULTLINE_GITLAB__URL", "https://gitlab.example.com");
+            jail.set_env("FAULTLINE_GITLAB__ERROR_TRACKING_TOKEN", "shared-secret");
+            let cfg = Config::load(None, &Overrides::default()).expect("load");
+            assert_eq!(
+                cfg.gitlab.url.as_deref(),
+                Some("https://gitlab.example.com")
+            );
+            assert_eq!(cfg.gitlab.token(), Some(&Secret("shared-secret".into())));
+            assert_eq!(cfg.gitlab.key_cache_secs, 60);
+            let printed = format!("{cfg:?}");
+            assert!(!printed.contains("shared-secret"), "{printed}");
+            Ok(())
+        });
+        // A URL without the token cannot work, so it does not start; a blank token is no token.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FAULTLINE_GITLAB__URL", "https://gitlab.example.com");
+            jail.set_env("FAULTLINE_GITLAB__ERROR_TRACKING_TOKEN", " ");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FAULTLINE_GITLAB__URL", "gitlab.example.com");
+            jail.set_env("FAULTLINE_GITLAB__ERROR_TRACKING_TOKEN", "shared-secret");
+            assert!(Config::load(None, &Overrides::default()).is_err());
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FAULTLINE_GITLAB__ERROR_TRACKING_TOKEN", "");
+            let cfg = Config::load(None, &Overrides::default()).expect("load");
+            assert_eq!(cfg.gitlab.token(), None);
             Ok(())
         });
     }

@@ -4,8 +4,10 @@
 
 pub mod admin;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod gitlab;
 pub mod http;
 pub mod metrics;
 pub mod protocol;

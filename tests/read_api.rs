@@ -97,14 +97,23 @@ async fn find(app: &TestApp, project: i64, name: &str) -> Value {
         .unwrap_or_else(|| panic!("{name} listed"))
 }
 
-/// The path and query of a `Link: <url>; rel="next"` header, which must be absolute and on the
-/// gateway's own address.
+/// The path and query of the `<url>; rel="next"` part of the `Link` header, which must be
+/// absolute and on the gateway's own address.
 fn next_of(app: &TestApp, r: &Resp) -> Option<String> {
+    rel_of(app, r, "next")
+}
+
+/// The path and query of the `Link` header's part with `rel`.
+fn rel_of(app: &TestApp, r: &Resp, rel: &str) -> Option<String> {
     let link = r.header("link")?;
+    let suffix = format!(">; rel=\"{rel}\"");
     let url = link
-        .strip_prefix('<')
-        .and_then(|l| l.strip_suffix(">; rel=\"next\""))
-        .unwrap_or_else(|| panic!("Link header shape: {link}"));
+        .split(", ")
+        .find_map(|part| part.strip_suffix(&suffix))
+        .map(|part| {
+            part.strip_prefix('<')
+                .unwrap_or_else(|| panic!("Link header shape: {link}"))
+        })?;
     let rest = url
         .strip_prefix(&app.base)
         .unwrap_or_else(|| panic!("absolute link on the gateway: {url}"));
@@ -618,6 +627,7 @@ async fn events_of_an_error_with_their_payload_as_sent() {
         [
             "fingerprint",
             "project_id",
+            "projectId",
             "payload",
             "name",
             "description",
@@ -729,7 +739,9 @@ async fn messages_newest_first() {
         keys,
         [
             "project_id",
+            "projectId",
             "event_id",
+            "eventId",
             "timestamp",
             "level",
             "message",
@@ -743,6 +755,8 @@ async fn messages_newest_first() {
     assert_eq!(first["release"], "app@1.2.3");
     assert_eq!(first["environment"], "test");
     assert_eq!(first["project_id"], project);
+    assert_eq!(first["projectId"], project);
+    assert_eq!(first["eventId"], first["event_id"]);
     assert!(chrono::DateTime::parse_from_rfc3339(first["timestamp"].as_str().expect("ts")).is_ok());
 
     let r = get(&app, &api(project, "/messages?limit=2"), &app.admin_token).await;
@@ -751,7 +765,16 @@ async fn messages_newest_first() {
     let r = get(&app, &next, &app.admin_token).await;
     assert_eq!(r.body.as_array().map(Vec::len), Some(1));
     assert_eq!(r.body[0]["message"], "cache warmed");
-    assert_eq!(r.header("link"), None);
+    assert_eq!(next_of(&app, &r), None, "the last page has no next");
+    let prev = rel_of(&app, &r, "prev").expect("the second page has a prev");
+    let r = get(&app, &prev, &app.admin_token).await;
+    assert_eq!(
+        r.body.as_array().map(Vec::len),
+        Some(2),
+        "back to the first"
+    );
+    assert_eq!(r.body[0]["event_id"], first["event_id"]);
+    assert_eq!(rel_of(&app, &r, "prev"), None, "the first page has no prev");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1084,7 +1107,12 @@ async fn bad_parameters_are_refused_with_gitlab_bodies() {
     send(&dsn, vec![exception("A", "x"), exception("B", "x")]).await;
     let r = get(&app, &api(project, "/errors?limit=1"), &app.admin_token).await;
     let next = next_of(&app, &r).expect("next page");
-    let cursor = next.split("cursor=").nth(1).expect("cursor").to_owned();
+    let cursor = next
+        .split("cursor=")
+        .nth(1)
+        .and_then(|c| c.split('&').next())
+        .expect("cursor")
+        .to_owned();
     for (query, error) in [
         ("limit=0", "limit does not have a valid value"),
         ("limit=101", "limit does not have a valid value"),

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
+use sha2::Digest as _;
 
 use super::AppState;
 use crate::domain::tokens;
@@ -346,6 +347,32 @@ fn token_from(params: &Params) -> Option<String> {
         }
     }
     params.string("private_token")
+}
+
+/// The header GitLab authenticates with as the error-tracking backend's client.
+pub const GITLAB_TOKEN_HEADER: &str = "gitlab-error-tracking-token";
+
+/// `None` when the request does not carry `Gitlab-Error-Tracking-Token` (personal access
+/// tokens then apply); otherwise whether it is the configured shared token. An empty header,
+/// or any header while no token is configured, is refused. The comparison is of SHA-256
+/// digests in constant time, so neither the position of the first differing byte nor the
+/// token's length shows in the time taken.
+pub fn gitlab_token_access(state: &AppState, headers: &HeaderMap) -> Option<ApiResult<()>> {
+    let sent = headers.get(GITLAB_TOKEN_HEADER)?;
+    let sent = sent.as_bytes().trim_ascii();
+    let ok = match &state.gitlab_token_digest {
+        Some(expected) if !sent.is_empty() => {
+            let digest: [u8; 32] = sha2::Sha256::digest(sent).into();
+            tokens::digests_equal(&digest, expected)
+        }
+        _ => false,
+    };
+    Some(if ok {
+        Ok(())
+    } else {
+        tracing::debug!("Gitlab-Error-Tracking-Token refused");
+        Err(ApiError::Unauthorized)
+    })
 }
 
 /// Authenticates the request's personal access token and checks its scope against the method.

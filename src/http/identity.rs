@@ -244,16 +244,30 @@ pub async fn delete_project(
     params: Params,
 ) -> ApiResult<Response> {
     let (_, project) = project_access(&state, &params, &id, AccessLevel::OWNER).await?;
-    state.store.delete_project(project.id).await?;
-    state.keys.remove_project(project.id);
-    // The project is gone for every API now; its rows are removed in the background, which is
-    // what GitLab's 202 says too.
+    remove_project(&state, project.id).await?;
+    Ok(accepted())
+}
+
+/// Deletes a project for every API at once and has its rows removed in the background; its
+/// keys are refused from now on, including keys GitLab vouched for.
+pub(crate) async fn remove_project(state: &AppState, project_id: i64) -> ApiResult<()> {
+    state.store.delete_project(project_id).await?;
+    state.keys.remove_project(project_id);
+    if let Some(gitlab) = &state.gitlab {
+        gitlab.forget_project(project_id);
+    }
     state.purge.notify_one();
-    Ok((
+    Ok(())
+}
+
+/// GitLab's answer to a deletion: the project is gone for every API now, its rows are removed
+/// in the background, which is what a 202 says.
+pub(crate) fn accepted() -> Response {
+    (
         StatusCode::ACCEPTED,
         Json(json!({"message": "202 Accepted"})),
     )
-        .into_response())
+        .into_response()
 }
 
 pub async fn list_members(

@@ -22,6 +22,7 @@ use crate::config::AckMode;
 use crate::domain::event::{self, EventSummary};
 use crate::domain::grouping;
 use crate::domain::keycache::KeyDecision;
+use crate::gitlab::RemoteDecision;
 use crate::protocol::auth::{self, AuthError};
 use crate::protocol::decode::{decode_body, ContentEncoding, DecodeError};
 use crate::protocol::envelope::{self, EnvelopeError, ItemType};
@@ -74,6 +75,8 @@ pub enum IngestError {
     RateLimited { retry_after: u64 },
     #[error("the gateway cannot take more events right now")]
     Unavailable { retry_after: u64 },
+    #[error("GitLab cannot be asked about this key right now")]
+    GitlabUnavailable { retry_after: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -102,6 +105,7 @@ impl IngestError {
             IngestError::Event(_) => "bad_event",
             IngestError::RateLimited { .. } => "rate_limited",
             IngestError::Unavailable { .. } => "unavailable",
+            IngestError::GitlabUnavailable { .. } => "gitlab_unavailable",
             IngestError::Internal => "internal",
         }
     }
@@ -130,7 +134,9 @@ impl IngestError {
             }
             IngestError::StoreBody(_) | IngestError::Event(_) => StatusCode::BAD_REQUEST,
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Unavailable { .. } | IngestError::GitlabUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IngestError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -152,7 +158,8 @@ impl IntoResponse for IngestError {
                     h.insert(HeaderName::from_static("x-sentry-rate-limits"), v);
                 }
             }
-            IngestError::Unavailable { retry_after } => {
+            IngestError::Unavailable { retry_after }
+            | IngestError::GitlabUnavailable { retry_after } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             _ => {}
@@ -161,11 +168,15 @@ impl IntoResponse for IngestError {
     }
 }
 
-/// The three families of ingestion routes, with and without the trailing slash.
+/// The ingestion routes, with and without the trailing slash. SDKs post to
+/// `{DSN path without its last segment}/api/{project id}/envelope/`, so each DSN form has its
+/// prefix: GitLab's (`.../projects/{id}`), the older GitLab form (`.../projects/api/{id}`, hence
+/// `api/api`), plain Sentry DSNs, and GitLab's old collector.
 pub fn routes() -> Router<AppState> {
     let mut r = Router::new();
     for prefix in [
         "/errortracking/api/v1/projects/api",
+        "/errortracking/api/v1/projects/api/api",
         "/api",
         "/api/v4/error_tracking/collector/api",
     ] {
@@ -372,11 +383,16 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Maps the key cache's decision to a refusal.
-fn authorize(state: &AppState, key: &str, project_id: i64) -> Result<i64, IngestError> {
+/// Maps the key cache's decision to a refusal. A key faultline does not know is GitLab's to
+/// judge when `gitlab.url` is set (`crate::gitlab`, which answers from memory but for the first
+/// event of a key in each cache lifetime).
+async fn authorize(state: &AppState, key: &str, project_id: i64) -> Result<i64, IngestError> {
     match state.keys.check(key, project_id) {
         KeyDecision::Allowed { key_id } => Ok(key_id),
-        KeyDecision::Unknown => Err(IngestError::UnknownKey),
+        KeyDecision::Unknown => match &state.gitlab {
+            Some(gitlab) => gitlab_decision(gitlab.check(key, project_id).await),
+            None => Err(IngestError::UnknownKey),
+        },
         KeyDecision::Inactive => Err(IngestError::Forbidden("public key is disabled")),
         KeyDecision::WrongProject => Err(IngestError::Forbidden(
             "public key does not belong to this project",
@@ -384,6 +400,23 @@ fn authorize(state: &AppState, key: &str, project_id: i64) -> Result<i64, Ingest
         KeyDecision::SettingMissing | KeyDecision::SettingDisabled => Err(IngestError::Forbidden(
             "error tracking is not enabled for this project",
         )),
+    }
+}
+
+fn gitlab_decision(d: RemoteDecision) -> Result<i64, IngestError> {
+    match d {
+        RemoteDecision::Allowed { key_id } => Ok(key_id),
+        RemoteDecision::Unknown => Err(IngestError::UnknownKey),
+        RemoteDecision::Disabled => Err(IngestError::Forbidden(
+            "GitLab does not allow this key to send to this project",
+        )),
+        RemoteDecision::NoProject => Err(IngestError::Forbidden("no such project in GitLab")),
+        RemoteDecision::Deleting => Err(IngestError::Forbidden("the project is being deleted")),
+        // The SDK is not at fault: a 503 with `Retry-After` is the answer that does not make
+        // it drop its key.
+        RemoteDecision::Unavailable { retry_after } => {
+            Err(IngestError::GitlabUnavailable { retry_after })
+        }
     }
 }
 
@@ -434,7 +467,7 @@ async fn ingest(
     )?;
     // With a key in the request, refuse before reading or decompressing the body.
     let request_key_id = match &auth.public_key {
-        Some(k) => Some(authorize(state, k, project_id)?),
+        Some(k) => Some(authorize(state, k, project_id).await?),
         None => None,
     };
     let encoding = ContentEncoding::from_header(header_str(headers, "content-encoding"))?;
@@ -469,7 +502,7 @@ async fn ingest(
                     .as_deref()
                     .and_then(auth::key_from_dsn)
                     .ok_or(IngestError::MissingKey)?;
-                authorize(state, &key, project_id)?
+                authorize(state, &key, project_id).await?
             }
         };
         // A gzip body whose envelope holds nothing but the event is stored as it came (see

@@ -61,6 +61,11 @@ pub struct AppParts {
     pub ingest: Arc<ingest::IngestSettings>,
     /// Wakes the task that removes deleted projects' rows (`crate::purge`).
     pub purge: Arc<tokio::sync::Notify>,
+    /// SHA-256 of `gitlab.error_tracking_token`, the shared token GitLab reads with; `None`
+    /// refuses that header.
+    pub gitlab_token_digest: Option<[u8; 32]>,
+    /// Asks GitLab about client keys faultline does not know (`gitlab.url` set).
+    pub gitlab: Option<Arc<crate::gitlab::GitlabKeys>>,
 }
 
 /// Whether a path segment is a numeric id: a non-empty run of ASCII digits. `str::parse` alone

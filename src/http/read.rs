@@ -6,9 +6,15 @@
 //! - `limit` outside 1–100 is refused with `400 {"error":"limit does not have a valid value"}`
 //!   (Grape's wording for a value outside its range) rather than silently clamped, so a client
 //!   never believes it received more per page than it did; a non-integer is `limit is invalid`.
-//! - A cursor is base64url (no padding) of `<list>:<sort key>:<row id>`. It only says where the
-//!   previous page ended, so it stays valid however long it is kept; one made for another list
-//!   or sort order, or anything that does not decode, is `400 {"error":"cursor is invalid"}`.
+//! - A cursor is base64url (no padding) of `<list>:<sort key>:<row id>`, with `:p` appended
+//!   when it leads to the page before. It only says where a page ended, so it stays valid
+//!   however long it is kept; one made for another list or sort order, or anything that does
+//!   not decode, is `400 {"error":"cursor is invalid"}`.
+//! - `Link` headers carry `rel="prev"` (on every page but the first) and `rel="next"` (only when
+//!   more rows follow), with `cursor` as the first query parameter: GitLab reads the cursor up
+//!   to the next `&` (see `docs/gitlab-integrated-backend.md`).
+//! - With GitLab's shared token (`Gitlab-Error-Tracking-Token`) every project is readable; a
+//!   project faultline has no record of yet (no event arrived) has empty lists.
 //! - Ordering guarantees while events keep arriving (every list pages strictly downwards from
 //!   the cursor, ties broken by row id): `last_seen_at` and `event_count` only ever grow, so an
 //!   error that changes moves towards the first page, behind the cursor: it is never returned
@@ -27,12 +33,12 @@ use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use super::api::{project_access, ApiError, ApiResult, Params};
+use super::api::{gitlab_token_access, project_access, ApiError, ApiResult, Params};
 use super::AppState;
 use crate::domain::search::{self, Search};
 use crate::store::read::{
-    ErrorQuery, ErrorSort, ErrorStatus, EventQuery, EventSort, Keyset, MessageQuery, StoredEvent,
-    StoredMessage, TagFilter, TrackedError,
+    ErrorQuery, ErrorSort, ErrorStatus, EventQuery, EventSort, Keyset, KeysetPage, MessageQuery,
+    StoredEvent, StoredMessage, TagFilter, TrackedError,
 };
 use crate::store::AccessLevel;
 
@@ -50,6 +56,43 @@ pub fn routes() -> Router<AppState> {
             get(list_events),
         )
         .route(&format!("{BASE}/messages"), get(list_messages))
+        .route(BASE, axum::routing::delete(delete_project))
+}
+
+/// The project a request reads: with GitLab's shared token, the numeric id's project, or
+/// `None` when faultline has no record of it (GitLab knows projects before their first event);
+/// with a personal access token, a project the caller reaches with at least `min`.
+async fn read_scope(
+    state: &AppState,
+    params: &Params,
+    id: &str,
+    min: AccessLevel,
+) -> ApiResult<Option<i64>> {
+    if let Some(access) = gitlab_token_access(state, &params.headers) {
+        access?;
+        let id = super::is_numeric_id(id)
+            .then(|| id.parse::<i64>().ok())
+            .flatten()
+            .ok_or(ApiError::ProjectNotFound)?;
+        return Ok(state.store.project_by_id(id).await?.map(|p| p.id));
+    }
+    let (_, project) = project_access(state, params, id, min).await?;
+    Ok(Some(project.id))
+}
+
+/// `DELETE /errortracking/api/v1/projects/:id`, which GitLab sends when a project is deleted:
+/// removes all of its data, as `DELETE /api/v4/projects/:id` does. With the shared token a
+/// project faultline never saw is already gone, so that is a 202 too; a personal access token
+/// needs the Owner role.
+async fn delete_project(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    if let Some(project_id) = read_scope(&state, &params, &id, AccessLevel::OWNER).await? {
+        super::identity::remove_project(&state, project_id).await?;
+    }
+    Ok(super::identity::accepted())
 }
 
 async fn list_errors(
@@ -57,11 +100,15 @@ async fn list_errors(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let (_, project) = project_access(&state, &params, &id, AccessLevel::REPORTER).await?;
+    let project = read_scope(&state, &params, &id, AccessLevel::REPORTER).await?;
     let args = ErrorListArgs::parse(&params)?;
+    let Some(project_id) = project else {
+        return Ok(paged(Vec::new(), None));
+    };
     settle_counts(&state).await;
-    let page = state.store.list_errors(args.query(project.id)).await?;
-    let link = page.next.map(|k| args.next_link(&state, &params, k));
+    let page = state.store.list_errors(args.query(project_id)).await?;
+    let ends = Ends::of(args.at, &page, |e| e.keyset(args.sort));
+    let link = args.links(&state, &params, ends);
     Ok(paged(page.items.iter().map(error_json).collect(), link))
 }
 
@@ -70,10 +117,11 @@ async fn show_error(
     Path((id, fingerprint)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let (_, project) = project_access(&state, &params, &id, AccessLevel::REPORTER).await?;
+    let project = read_scope(&state, &params, &id, AccessLevel::REPORTER).await?;
     let fingerprint = parse_fingerprint(&fingerprint)?;
+    let project_id = project.ok_or(UNKNOWN_ERROR)?;
     settle_counts(&state).await;
-    let error = state.store.error(project.id, fingerprint).await?;
+    let error = state.store.error(project_id, fingerprint).await?;
     Ok(Json(error_json(&error.ok_or(UNKNOWN_ERROR)?)))
 }
 
@@ -82,17 +130,18 @@ async fn update_error(
     Path((id, fingerprint)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Json<Value>> {
-    let (_, project) = project_access(&state, &params, &id, AccessLevel::DEVELOPER).await?;
+    let project = read_scope(&state, &params, &id, AccessLevel::DEVELOPER).await?;
     params.check_body()?;
     let fingerprint = parse_fingerprint(&fingerprint)?;
     let status = match params.string("status") {
         None => return Err(ApiError::BadParams("status is missing".into())),
         Some(s) => ErrorStatus::parse(&s).ok_or_else(|| invalid_value("status"))?,
     };
+    let project_id = project.ok_or(UNKNOWN_ERROR)?;
     settle_counts(&state).await;
     let error = state
         .store
-        .set_error_status(project.id, fingerprint, status)
+        .set_error_status(project_id, fingerprint, status)
         .await?;
     Ok(Json(error_json(&error.ok_or(UNKNOWN_ERROR)?)))
 }
@@ -112,22 +161,28 @@ async fn list_events(
     Path((id, fingerprint)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Response> {
-    let (_, project) = project_access(&state, &params, &id, AccessLevel::REPORTER).await?;
+    let project = read_scope(&state, &params, &id, AccessLevel::REPORTER).await?;
     let fingerprint = parse_fingerprint(&fingerprint)?;
     let args = EventListArgs::parse(&params)?;
+    let project_id = project.ok_or(UNKNOWN_ERROR)?;
     let query = EventQuery {
-        project_id: project.id,
+        project_id,
         fingerprint,
         sort: args.sort,
         limit: args.limit,
-        after: args.after,
+        after: args.at.after(),
+        backward: args.at.backward(),
     };
     let page = state
         .store
         .list_error_events(query)
         .await?
         .ok_or(UNKNOWN_ERROR)?;
-    let link = page.next.map(|k| args.next_link(&state, &params, k));
+    let link = args.links(
+        &state,
+        &params,
+        Ends::of(args.at, &page, StoredEvent::keyset),
+    );
     Ok(paged(page.items.iter().map(event_json).collect(), link))
 }
 
@@ -136,22 +191,30 @@ async fn list_messages(
     Path(id): Path<String>,
     params: Params,
 ) -> ApiResult<Response> {
-    let (_, project) = project_access(&state, &params, &id, AccessLevel::REPORTER).await?;
+    let project = read_scope(&state, &params, &id, AccessLevel::REPORTER).await?;
     let mut p = Problems::default();
     p.unknown(&params, &["limit", "cursor"]);
     let limit = p.or(parse_limit(&params), DEFAULT_LIMIT);
-    let after = p.or(parse_cursor(&params, CursorKind::Messages), None);
+    let at = p.or(parse_cursor(&params, CursorKind::Messages), Start::First);
     p.check()?;
+    let Some(project_id) = project else {
+        return Ok(paged(Vec::new(), None));
+    };
     let query = MessageQuery {
-        project_id: project.id,
+        project_id,
         limit,
-        after,
+        after: at.after(),
+        backward: at.backward(),
     };
     let page = state.store.list_messages(query).await?;
-    let link = page.next.map(|k| {
-        let cursor = cursor::encode(CursorKind::Messages, k);
-        next_link(&state, &params, &[("limit", limit.to_string())], &cursor)
-    });
+    let pairs = [("limit", limit.to_string())];
+    let link = links(
+        &state,
+        &params,
+        CursorKind::Messages,
+        &pairs,
+        Ends::of(at, &page, StoredMessage::keyset),
+    );
     Ok(paged(page.items.iter().map(message_json).collect(), link))
 }
 
@@ -180,12 +243,67 @@ fn parse_limit(params: &Params) -> Result<u32, String> {
     }
 }
 
-fn parse_cursor(params: &Params, kind: CursorKind) -> Result<Option<Keyset>, String> {
+/// Where a requested page starts, from its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    First,
+    /// After this row (a `next` link).
+    After(Keyset),
+    /// Just before this row (a `prev` link).
+    Before(Keyset),
+}
+
+impl Start {
+    /// The store's `after` (the cursor's row, whichever way the page is read).
+    fn after(self) -> Option<Keyset> {
+        match self {
+            Start::First => None,
+            Start::After(k) | Start::Before(k) => Some(k),
+        }
+    }
+
+    fn backward(self) -> bool {
+        matches!(self, Start::Before(_))
+    }
+}
+
+/// Where the pages before and after a page end, when there are such pages.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ends {
+    /// The page's first row, when rows come before it.
+    prev: Option<Keyset>,
+    /// The page's last row, when rows follow it.
+    next: Option<Keyset>,
+}
+
+impl Ends {
+    /// Read forwards, the store says whether more rows follow, and a page reached through a
+    /// cursor has the rows it came from before it; read backwards, the other way round.
+    fn of<T>(at: Start, page: &KeysetPage<T>, keyset: impl Fn(&T) -> Keyset) -> Ends {
+        let first = page.items.first().map(&keyset);
+        let last = page.items.last().map(&keyset);
+        let more = page.next.is_some();
+        match at {
+            Start::First => Ends {
+                prev: None,
+                next: last.filter(|_| more),
+            },
+            Start::After(_) => Ends {
+                prev: first,
+                next: last.filter(|_| more),
+            },
+            Start::Before(_) => Ends {
+                prev: first.filter(|_| more),
+                next: last,
+            },
+        }
+    }
+}
+
+fn parse_cursor(params: &Params, kind: CursorKind) -> Result<Start, String> {
     match params.string("cursor").filter(|c| !c.is_empty()) {
-        None => Ok(None),
-        Some(c) => cursor::decode(kind, &c)
-            .map(Some)
-            .ok_or_else(|| "cursor is invalid".into()),
+        None => Ok(Start::First),
+        Some(c) => cursor::decode(kind, &c).ok_or_else(|| "cursor is invalid".into()),
     }
 }
 
@@ -250,7 +368,7 @@ struct ErrorListArgs {
     environment: Option<String>,
     release: Option<String>,
     limit: u32,
-    after: Option<Keyset>,
+    at: Start,
 }
 
 /// The parameters `GET .../errors` takes; anything else is refused by name.
@@ -279,13 +397,13 @@ impl ErrorListArgs {
         );
         let sort = parse_choice(params, "sort", ErrorSort::LastSeenDesc, parse_error_sort);
         // A cursor belongs to one sort order, so it is checked only once the sort is known.
-        let after = match &sort {
+        let at = match &sort {
             Ok(s) => parse_cursor(params, CursorKind::Errors(*s)),
-            Err(_) => Ok(None),
+            Err(_) => Ok(Start::First),
         };
         let sort = p.or(sort, ErrorSort::LastSeenDesc);
         let limit = p.or(parse_limit(params), DEFAULT_LIMIT);
-        let after = p.or(after, None);
+        let at = p.or(at, Start::First);
         let query = params.string("query").filter(|q| !q.trim().is_empty());
         let search = p.or(
             search::parse(query.as_deref().unwrap_or_default()).map_err(|e| e.to_string()),
@@ -302,7 +420,7 @@ impl ErrorListArgs {
             environment: non_empty("environment"),
             release: non_empty("release"),
             limit,
-            after,
+            at,
         })
     }
 
@@ -323,12 +441,13 @@ impl ErrorListArgs {
             text: self.search.text.clone(),
             tags,
             limit: self.limit,
-            after: self.after,
+            after: self.at.after(),
+            backward: self.at.backward(),
             ..ErrorQuery::new(project_id, Some(self.status), self.sort)
         }
     }
 
-    fn next_link(&self, state: &AppState, params: &Params, next: Keyset) -> String {
+    fn links(&self, state: &AppState, params: &Params, ends: Ends) -> Option<String> {
         let mut pairs = vec![
             ("status", self.status.as_str().to_owned()),
             ("sort", error_sort_name(self.sort).to_owned()),
@@ -343,8 +462,8 @@ impl ErrorListArgs {
                 pairs.push((name, v.clone()));
             }
         }
-        let cursor = cursor::encode(CursorKind::Errors(self.sort), next);
-        next_link(state, params, &pairs, &cursor)
+        let kind = CursorKind::Errors(self.sort);
+        links(state, params, kind, &pairs, ends)
     }
 }
 
@@ -369,7 +488,7 @@ fn error_sort_name(s: ErrorSort) -> &'static str {
 struct EventListArgs {
     sort: EventSort,
     limit: u32,
-    after: Option<Keyset>,
+    at: Start,
 }
 
 impl EventListArgs {
@@ -381,39 +500,77 @@ impl EventListArgs {
             "occurred_at_desc" => Some(EventSort::OccurredAtDesc),
             _ => None,
         });
-        let after = match &sort {
+        let at = match &sort {
             Ok(s) => parse_cursor(params, CursorKind::Events(*s)),
-            Err(_) => Ok(None),
+            Err(_) => Ok(Start::First),
         };
         let sort = p.or(sort, EventSort::OccurredAtAsc);
         let limit = p.or(parse_limit(params), DEFAULT_LIMIT);
-        let after = p.or(after, None);
+        let at = p.or(at, Start::First);
         p.check()?;
-        Ok(EventListArgs { sort, limit, after })
+        Ok(EventListArgs { sort, limit, at })
     }
 
-    fn next_link(&self, state: &AppState, params: &Params, next: Keyset) -> String {
+    fn links(&self, state: &AppState, params: &Params, ends: Ends) -> Option<String> {
         let sort = match self.sort {
             EventSort::OccurredAtAsc => "occurred_at_asc",
             EventSort::OccurredAtDesc => "occurred_at_desc",
         };
         let pairs = [("sort", sort.to_owned()), ("limit", self.limit.to_string())];
-        let cursor = cursor::encode(CursorKind::Events(self.sort), next);
-        next_link(state, params, &pairs, &cursor)
+        let kind = CursorKind::Events(self.sort);
+        links(state, params, kind, &pairs, ends)
     }
 }
 
-/// `<{external url}{path}?{pairs}&cursor=...>; rel="next"`. The pairs are the normalised
-/// parameters of this request (defaults spelled out), so a parameter sent in a body still
-/// carries over; the token never goes into a link.
-fn next_link(state: &AppState, params: &Params, pairs: &[(&str, String)], cursor: &str) -> String {
+/// The `Link` header of a page: `<url>; rel="prev"` and `<url>; rel="next"`, joined by `, `,
+/// or `None` when there is neither.
+fn links(
+    state: &AppState,
+    params: &Params,
+    kind: CursorKind,
+    pairs: &[(&str, String)],
+    ends: Ends,
+) -> Option<String> {
+    let mut parts = Vec::with_capacity(2);
+    if let Some(at) = ends.prev {
+        parts.push(link(
+            state,
+            params,
+            pairs,
+            &cursor::encode_before(kind, at),
+            "prev",
+        ));
+    }
+    if let Some(at) = ends.next {
+        parts.push(link(
+            state,
+            params,
+            pairs,
+            &cursor::encode(kind, at),
+            "next",
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// `<{external url}{path}?cursor=...&{pairs}>; rel="{rel}"`. The cursor comes first because
+/// GitLab reads it up to the next `&`; last, it would take the closing `>` with it. The pairs
+/// are the normalised parameters of this request (defaults spelled out), so a parameter sent
+/// in a body still carries over; the token never goes into a link.
+fn link(
+    state: &AppState,
+    params: &Params,
+    pairs: &[(&str, String)],
+    cursor: &str,
+    rel: &str,
+) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("cursor", cursor);
     for (k, v) in pairs {
         q.append_pair(k, v);
     }
-    q.append_pair("cursor", cursor);
     let base = state.external_url.as_str().trim_end_matches('/');
-    format!("<{base}{}?{}>; rel=\"next\"", params.path, q.finish())
+    format!("<{base}{}?{}>; rel=\"{rel}\"", params.path, q.finish())
 }
 
 fn paged(items: Vec<Value>, link: Option<String>) -> Response {
@@ -448,6 +605,9 @@ fn event_json(e: &StoredEvent) -> Value {
     json!({
         "fingerprint": e.fingerprint,
         "project_id": e.project_id,
+        // GitLab's client reads an event's project as `projectId` (and an error's as
+        // `project_id`); both spellings are sent, unknown keys are ignored by clients.
+        "projectId": e.project_id,
         // Stored as the bytes the SDK sent; events are UTF-8 JSON, so this is lossless for
         // every payload ingestion accepted.
         "payload": String::from_utf8_lossy(&e.payload),
@@ -462,7 +622,9 @@ fn event_json(e: &StoredEvent) -> Value {
 fn message_json(m: &StoredMessage) -> Value {
     json!({
         "project_id": m.project_id,
+        "projectId": m.project_id,
         "event_id": m.event_id,
+        "eventId": m.event_id,
         "timestamp": rfc3339(m.occurred_at),
         "level": m.level,
         "message": m.message,
@@ -495,12 +657,18 @@ mod cursor {
         }
     }
 
+    /// The cursor of the page after `at`.
     pub fn encode(kind: CursorKind, at: Keyset) -> String {
         URL_SAFE_NO_PAD.encode(format!("{}:{}:{}", tag(kind), at.key, at.id))
     }
 
+    /// The cursor of the page that ends just before `at`.
+    pub fn encode_before(kind: CursorKind, at: Keyset) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}:{}:p", tag(kind), at.key, at.id))
+    }
+
     /// `None` for anything that is not a cursor this kind of list made.
-    pub fn decode(kind: CursorKind, raw: &str) -> Option<Keyset> {
+    pub fn decode(kind: CursorKind, raw: &str) -> Option<Start> {
         // Longer than any real cursor: refuse before decoding attacker-sized input.
         if raw.len() > 64 {
             return None;
@@ -509,12 +677,22 @@ mod cursor {
         let text = std::str::from_utf8(&bytes).ok()?;
         let mut parts = text.split(':');
         let (t, key, id) = (parts.next()?, parts.next()?, parts.next()?);
+        let backwards = match parts.next() {
+            None => false,
+            Some("p") => true,
+            Some(_) => return None,
+        };
         if parts.next().is_some() || t != tag(kind) {
             return None;
         }
         let key: i64 = key.parse().ok()?;
         let id: i64 = id.parse().ok()?;
-        (id > 0).then_some(Keyset { key, id })
+        let at = Keyset { key, id };
+        (id > 0).then_some(if backwards {
+            Start::Before(at)
+        } else {
+            Start::After(at)
+        })
     }
 }
 
@@ -534,7 +712,9 @@ mod tests {
         assert!(c
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_eq!(cursor::decode(ERRORS, &c), Some(at));
+        assert_eq!(cursor::decode(ERRORS, &c), Some(Start::After(at)));
+        let b = cursor::encode_before(ERRORS, at);
+        assert_eq!(cursor::decode(ERRORS, &b), Some(Start::Before(at)));
     }
 
     #[test]
@@ -552,11 +732,13 @@ mod tests {
         for raw in [
             "",
             "!!!",
-            "bm90IGEgY3Vyc29y",                  // "not a cursor"
-            &URL_SAFE_NO_PAD.encode("el:1"),     // too few parts
-            &URL_SAFE_NO_PAD.encode("el:1:2:3"), // too many
-            &URL_SAFE_NO_PAD.encode("el:x:2"),   // key not a number
-            &URL_SAFE_NO_PAD.encode("el:1:0"),   // ids start at 1
+            "bm90IGEgY3Vyc29y",                    // "not a cursor"
+            &URL_SAFE_NO_PAD.encode("el:1"),       // too few parts
+            &URL_SAFE_NO_PAD.encode("el:1:2:3"),   // too many
+            &URL_SAFE_NO_PAD.encode("el:1:2:p:p"), // too many
+            &URL_SAFE_NO_PAD.encode("el:1:2:"),    // empty direction
+            &URL_SAFE_NO_PAD.encode("el:x:2"),     // key not a number
+            &URL_SAFE_NO_PAD.encode("el:1:0"),     // ids start at 1
             &"A".repeat(100),
         ] {
             assert_eq!(cursor::decode(ERRORS, raw), None, "{raw:?}");
@@ -568,7 +750,7 @@ mod tests {
         let at = Keyset { key: -5, id: 3 };
         assert_eq!(
             cursor::decode(ERRORS, &cursor::encode(ERRORS, at)),
-            Some(at)
+            Some(Start::After(at))
         );
     }
 }

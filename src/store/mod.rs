@@ -211,6 +211,10 @@ pub trait Store: ReadStore + Send + Sync + 'static {
     async fn revoke_token(&self, id: i64) -> StoreResult<bool>;
 
     async fn create_project(&self, project: NewProject) -> StoreResult<Project>;
+    /// Makes sure a project with GitLab's project id `id` exists, creating it (with an active,
+    /// integrated setting) on the first event GitLab allowed for it. False when a project with
+    /// that id is being deleted (or the id cannot be used).
+    async fn ensure_gitlab_project(&self, id: i64) -> StoreResult<bool>;
     async fn project_by_id(&self, id: i64) -> StoreResult<Option<Project>>;
     async fn project_by_path(&self, path_with_namespace: &str) -> StoreResult<Option<Project>>;
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;

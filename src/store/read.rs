@@ -155,6 +155,8 @@ pub struct EventQuery {
     pub sort: EventSort,
     pub limit: u32,
     pub after: Option<Keyset>,
+    /// As [`ErrorQuery::backward`]: the `limit` rows just before `after`, in list order.
+    pub backward: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +164,8 @@ pub struct MessageQuery {
     pub project_id: i64,
     pub limit: u32,
     pub after: Option<Keyset>,
+    /// As [`ErrorQuery::backward`].
+    pub backward: bool,
 }
 
 /// Hours in the `stats.frequency["24h"]` series.
@@ -221,6 +225,16 @@ pub struct StoredEvent {
     occurred_ms: i64,
 }
 
+impl StoredEvent {
+    /// Where this event sits in its error's event list.
+    pub fn keyset(&self) -> Keyset {
+        Keyset {
+            key: self.occurred_ms,
+            id: self.id,
+        }
+    }
+}
+
 /// One message event (an event without an exception).
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -235,6 +249,16 @@ pub struct StoredMessage {
     pub environment: Option<String>,
     pub platform: Option<String>,
     occurred_ms: i64,
+}
+
+impl StoredMessage {
+    /// Where this message sits in the project's message list.
+    pub fn keyset(&self) -> Keyset {
+        Keyset {
+            key: self.occurred_ms,
+            id: self.id,
+        }
+    }
 }
 
 /// What Sentry's issue shape tells beyond the error row, read from the error's events.
@@ -779,9 +803,12 @@ fn list_error_events(
     let Some(error_id) = error_id else {
         return Ok(None);
     };
-    let (dir, cmp) = match q.sort {
-        EventSort::OccurredAtAsc => ("ASC", ">"),
-        EventSort::OccurredAtDesc => ("DESC", "<"),
+    // A backward page reads the other way from its cursor.
+    let ascending = (q.sort == EventSort::OccurredAtAsc) != q.backward;
+    let (dir, cmp) = if ascending {
+        ("ASC", ">")
+    } else {
+        ("DESC", "<")
     };
     // Both directions walk the index events_by_error(error_id, occurred_at, id), forwards or
     // backwards.
@@ -821,8 +848,11 @@ fn list_error_events(
         id: e.id,
     })?;
     // Payloads are decoded once the page is cut, so the extra row is never decoded.
-    let items = page
-        .items
+    let mut items = page.items;
+    if q.backward {
+        items.reverse();
+    }
+    let items = items
         .into_iter()
         .map(|(codec, mut event)| {
             event.payload = payload::event_json(codec, std::mem::take(&mut event.payload))?;
@@ -837,12 +867,17 @@ fn list_error_events(
 
 fn list_messages_sql(q: &MessageQuery) -> (String, Vec<SqlValue>) {
     let mut args = vec![SqlValue::Integer(q.project_id)];
-    let range = keyset_range(q.after, "<", &mut args);
+    let (dir, cmp) = if q.backward {
+        ("ASC", ">")
+    } else {
+        ("DESC", "<")
+    };
+    let range = keyset_range(q.after, cmp, &mut args);
     let sql = format!(
         "SELECT id, event_id, occurred_at, COALESCE(level, 'error'), message, release,
                 environment, platform
          FROM events WHERE project_id = ?1 AND is_message = 1 {range}
-         ORDER BY occurred_at DESC, id DESC LIMIT ?{}",
+         ORDER BY occurred_at {dir}, id {dir} LIMIT ?{}",
         args.len() + 1
     );
     args.push(SqlValue::Integer(i64::from(q.limit) + 1));
@@ -869,10 +904,14 @@ fn list_messages(conn: &Connection, q: &MessageQuery) -> StoreResult<KeysetPage<
             occurred_ms,
         })
     };
-    keyset_page(conn, &sql, args, q.limit, row, |m| Keyset {
+    let mut page = keyset_page(conn, &sql, args, q.limit, row, |m| Keyset {
         key: m.occurred_ms,
         id: m.id,
-    })
+    })?;
+    if q.backward {
+        page.items.reverse();
+    }
+    Ok(page)
 }
 
 #[cfg(test)]
@@ -1149,11 +1188,13 @@ mod tests {
     #[test]
     fn message_list_is_one_range_of_the_partial_index() {
         let c = db();
-        for after in [None, Some(Keyset { key: 5, id: 5 })] {
+        let at = Some(Keyset { key: 5, id: 5 });
+        for (after, backward) in [(None, false), (at, false), (at, true)] {
             let q = MessageQuery {
                 project_id: 1,
                 limit: 20,
                 after,
+                backward,
             };
             let (sql, args) = list_messages_sql(&q);
             let mut st = c

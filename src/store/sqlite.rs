@@ -758,6 +758,38 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn ensure_gitlab_project(&self, id: i64) -> StoreResult<bool> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            // A path no local project is given by default (`gitlab/project-<id>`); a project
+            // that already has this id is kept as it is, setting included.
+            let inserted = tx.execute(
+                "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
+                 VALUES (?1, 'GitLab project ' || ?1, 'project-' || ?1, 'gitlab',
+                         'gitlab/project-' || ?1, ?2)
+                 ON CONFLICT DO NOTHING",
+                params![id, now_millis()],
+            )?;
+            let live: Option<bool> = tx
+                .query_row(
+                    "SELECT deleting_since IS NULL FROM projects WHERE id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if inserted > 0 {
+                tx.execute(
+                    "INSERT INTO error_tracking_settings (project_id, active, integrated)
+                     VALUES (?1, 1, 1) ON CONFLICT(project_id) DO NOTHING",
+                    [id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(live == Some(true))
+        })
+        .await
+    }
+
     async fn project_by_id(&self, id: i64) -> StoreResult<Option<Project>> {
         self.run(move |c| {
             Ok(c.query_row(
