@@ -2,6 +2,8 @@
 //! and offers a few helpers to set up users, projects, tokens and keys over the HTTP API.
 #![allow(dead_code)]
 
+pub mod gitlab;
+
 use std::sync::Arc;
 
 use faultline::app::{self, Server};
@@ -23,6 +25,14 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server after `tweak` adjusted its configuration.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_clock(tweak, Arc::new(faultline::clock::SystemClock::new())).await
+}
+
+/// [`spawn_app_with`], with the clock the server's caches read (a `ManualClock` the test moves).
+pub async fn spawn_app_with_clock(
+    tweak: impl FnOnce(&mut Config),
+    clock: Arc<dyn faultline::clock::Clock>,
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
@@ -30,7 +40,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         ..Config::default()
     };
     tweak(&mut config);
-    let server = app::spawn(config).await.expect("server starts");
+    let server = app::spawn_with_clock(config, clock)
+        .await
+        .expect("server starts");
     let admin_token = server
         .initial_admin_token
         .clone()
