@@ -471,3 +471,37 @@ async fn gitlab_deleting_a_project_removes_its_data() {
         .expect("sent");
     assert_eq!(r.status().as_u16(), 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_keys_cannot_grow_the_cache_past_its_capacity() {
+    let gitlab = FakeGitlab::start().await;
+    let key = new_key();
+    gitlab.project(70, &[&key]);
+    let clock = Arc::new(ManualClock::new());
+    let url = gitlab.url.clone();
+    let app = spawn_app_with_clock(
+        move |c| {
+            c.gitlab.url = Some(url);
+            c.gitlab.error_tracking_token = Some(Secret(SHARED_TOKEN.into()));
+            c.gitlab.key_cache_capacity = 10;
+        },
+        clock,
+    )
+    .await;
+    assert_eq!(status_of(&app, 70, &key).await, 200);
+    for _ in 0..50 {
+        assert_eq!(status_of(&app, 70, &new_key()).await, 403);
+    }
+    let held = app
+        .server
+        .state
+        .gitlab
+        .as_ref()
+        .expect("GitLab keys")
+        .answers_held();
+    assert!(held <= 10, "{held} answers held");
+    // Refusals go first: the allowed key is still answered from memory.
+    let calls = gitlab.calls_for(&key);
+    assert_eq!(status_of(&app, 70, &key).await, 200);
+    assert_eq!(gitlab.calls_for(&key), calls);
+}
