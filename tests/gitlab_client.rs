@@ -380,6 +380,24 @@ async fn detail_stack_trace_status_and_messages_as_gitlab_reads_them() {
     assert_eq!(release_of(&asc).0, "shop@1.0.0");
     let (newest_release, newest) = release_of(&desc);
     assert_eq!(newest_release, "shop@2.0.0");
+    // The events page both ways too: oldest first, one per page, and back.
+    let mut path = events("asc");
+    let mut seen = Vec::new();
+    let mut prevs = Vec::new();
+    loop {
+        let r = get(&app, &path).await;
+        seen.push(release_of(&r).0);
+        prevs.push(cursor_of(&r, "prev"));
+        let Some(next) = cursor_of(&r, "next") else {
+            break;
+        };
+        path = format!("{}&cursor={next}", events("asc"));
+    }
+    assert_eq!(seen, ["shop@1.0.0", "shop@1.5.0", "shop@2.0.0"]);
+    let back = prevs[2].clone().expect("the last page has a prev");
+    let r = get(&app, &format!("{}&cursor={back}", events("asc"))).await;
+    assert_eq!(release_of(&r).0, "shop@1.5.0", "prev from page 3 is page 2");
+    assert_eq!(prevs[0], None);
     // The stack trace GitLab shows: the newest event's first exception with frames.
     let frame = &newest["exception"]["values"][0]["stacktrace"]["frames"][0];
     for field in [
