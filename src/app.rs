@@ -188,7 +188,7 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let gitlab = match (gitlab_settings, gitlab_token) {
         (Some(settings), Some(token)) => {
             tracing::info!(endpoint = %settings.endpoint, "unknown client keys are checked with GitLab");
-            let keys = GitlabKeys::new(settings, &token.0, clock, store.clone())
+            let keys = GitlabKeys::new(settings, &token.0, clock, store.clone(), metrics.clone())
                 .context("setting up the GitLab key check")?;
             Some(Arc::new(keys))
         }

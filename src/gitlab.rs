@@ -36,6 +36,7 @@ use url::Url;
 use crate::clock::Clock;
 use crate::config::{parse_http_url, ConfigError, GitlabConfig};
 use crate::domain::keys::parse_public_key;
+use crate::metrics::{AnswerLabels, Metrics};
 use crate::store::Store;
 
 /// Most questions to GitLab running at once; more wait. A flood of made-up keys then costs
@@ -144,6 +145,7 @@ pub struct GitlabKeys {
     client: reqwest::Client,
     clock: Arc<dyn Clock>,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
     answers: DashMap<CacheKey, Entry>,
     /// The question being asked about a key, for the events that wait for its answer.
     inflight: DashMap<CacheKey, watch::Receiver<Option<RemoteDecision>>>,
@@ -169,6 +171,7 @@ impl GitlabKeys {
         token: &str,
         clock: Arc<dyn Clock>,
         store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
     ) -> Result<GitlabKeys, GitlabSetupError> {
         let mut token = HeaderValue::from_str(token).map_err(|_| GitlabSetupError::Token)?;
         // Keeps the token out of any debug output of the request.
@@ -185,6 +188,7 @@ impl GitlabKeys {
             client,
             clock,
             store,
+            metrics,
             answers: DashMap::new(),
             inflight: DashMap::new(),
             ensured: DashMap::new(),
@@ -303,6 +307,20 @@ impl GitlabKeys {
             self.ask(k.1, public_key).await
         };
         let now = self.clock.now();
+        let label = match &result {
+            Ok(Answer::Allowed) => "allowed",
+            Ok(Answer::Disabled) => "disabled",
+            Ok(Answer::NoProject) => "no_project",
+            Ok(Answer::Invalid) => "invalid",
+            Err(AskError::WrongToken) => "wrong_token",
+            Err(AskError::Status(_)) => "error_status",
+            Err(AskError::Body) => "bad_body",
+            Err(AskError::Unreachable(_)) => "unreachable",
+        };
+        self.metrics
+            .gitlab_key_checks
+            .get_or_create(&AnswerLabels { answer: label })
+            .inc();
         let entry = match result {
             Ok(answer) => {
                 if answer == Answer::Invalid {

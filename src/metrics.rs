@@ -40,6 +40,13 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub events_deduplicated: Counter,
     pub retention_deleted: Counter,
+    /// Questions to GitLab about client keys, by answer (`gitlab`).
+    pub gitlab_key_checks: Family<AnswerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    pub answer: &'static str,
 }
 
 impl Default for Metrics {
@@ -56,6 +63,12 @@ impl Metrics {
             "http_requests",
             "HTTP requests by route, method and status",
             http_requests.clone(),
+        );
+        let gitlab_key_checks = Family::<AnswerLabels, Counter>::default();
+        registry.register(
+            "gitlab_key_checks",
+            "Questions to GitLab about client keys, by answer",
+            gitlab_key_checks.clone(),
         );
         let events_accepted = Counter::default();
         registry.register(
@@ -116,6 +129,7 @@ impl Metrics {
             commit_seconds,
             events_deduplicated,
             retention_deleted,
+            gitlab_key_checks,
         }
     }
 

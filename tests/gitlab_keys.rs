@@ -126,6 +126,19 @@ async fn a_flood_of_events_costs_one_question_per_key_per_lifetime() {
     clock.advance(MINUTE);
     assert_eq!(status_of(&app, 4242, &key).await, 200);
     assert_eq!(gitlab.calls(), 2, "asked again once the lifetime is over");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("faultline_gitlab_key_checks_total{answer=\"allowed\"} 2"),
+        "{metrics}"
+    );
     assert_eq!(status_of(&app, 4242, &key).await, 200);
     assert_eq!(gitlab.calls(), 2);
 
