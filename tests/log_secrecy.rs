@@ -7,7 +7,9 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::spawn_app;
+use common::gitlab::{new_key, FakeGitlab, SHARED_TOKEN};
+use common::spawn_app_with;
+use faultline::config::Secret;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -32,7 +34,16 @@ async fn tokens_and_keys_never_appear_in_logs() {
         .with_ansi(false)
         .init();
 
-    let app = spawn_app().await;
+    // GitLab's integrated mode on, so its shared token and the keys it vouches for are exercised.
+    let gitlab = FakeGitlab::start().await;
+    let gitlab_key = new_key();
+    gitlab.project(900, &[&gitlab_key]);
+    let gitlab_url = gitlab.url.clone();
+    let app = spawn_app_with(move |c| {
+        c.gitlab.url = Some(gitlab_url);
+        c.gitlab.error_tracking_token = Some(Secret(SHARED_TOKEN.into()));
+    })
+    .await;
     let (project, key, _) = app.project_with_key("secret").await;
     let user = app.create_user("eve", false).await;
 
@@ -96,6 +107,28 @@ async fn tokens_and_keys_never_appear_in_logs() {
         .await
         .expect("ingest");
 
+    // A key only GitLab knows (asked about with the shared token), and a read with that token,
+    // a right and a wrong one.
+    app.client
+        .post(app.url("/errortracking/api/v1/projects/api/900/envelope/"))
+        .header(
+            "X-Sentry-Auth",
+            format!("Sentry sentry_key={gitlab_key}, sentry_version=7"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(gitlab.calls(), 1, "GitLab was asked");
+    for token in [SHARED_TOKEN, "gitlab-wrong-shared-token"] {
+        app.client
+            .get(app.url("/errortracking/api/v1/projects/900/errors"))
+            .header("Gitlab-Error-Tracking-Token", token)
+            .send()
+            .await
+            .expect("read");
+    }
+
     let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf-8 logs");
     assert!(
         logs.contains("request"),
@@ -106,6 +139,10 @@ async fn tokens_and_keys_never_appear_in_logs() {
         user.token.as_str(),
         key.as_str(),
         "glpat-not-a-real-token-0000",
+        gitlab_key.as_str(),
+        &gitlab_key[5..],
+        SHARED_TOKEN,
+        "gitlab-wrong-shared-token",
     ] {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }

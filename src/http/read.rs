@@ -21,7 +21,9 @@
 //!   twice, and one that overtakes the cursor is skipped by this walk (the first page shows it).
 //!   `first_seen_at` never changes for events that arrive in time order, so `first_seen_desc`
 //!   is stable; only an event whose SDK timestamp is older than the error's first sighting can
-//!   move that error down, and only then can it show up again on a later page.
+//!   move that error down, and only then can it show up again on a later page. A `prev` page is
+//!   read upwards from its cursor (the rows just before it, shown in list order), so the same
+//!   holds mirrored: an error that moved up since can show up again on it.
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
