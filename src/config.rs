@@ -330,6 +330,14 @@ impl Config {
                 ));
             }
         }
+        // Header values reach us trimmed, so a padded token could never match.
+        if let Some(token) = self.gitlab.token() {
+            if token.0.trim() != token.0 {
+                return Err(ConfigError::Invalid(
+                    "gitlab.error_tracking_token must not start or end with whitespace".into(),
+                ));
+            }
+        }
         if let Some(url) = &self.gitlab.url {
             parse_http_url(url).map_err(|_| {
                 ConfigError::Invalid(format!("gitlab.url {url:?} is not an absolute http(s) URL"))
@@ -484,6 +492,11 @@ mod tests {
             jail.set_env("FAULTLINE_GITLAB__URL", "gitlab.example.com");
             jail.set_env("FAULTLINE_GITLAB__ERROR_TRACKING_TOKEN", "shared-secret");
             assert!(Config::load(None, &Overrides::default()).is_err());
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("f.toml", "[gitlab]\nerror_tracking_token = \" padded \"\n")?;
+            assert!(Config::load(Some(Path::new("f.toml")), &Overrides::default()).is_err());
             Ok(())
         });
         figment::Jail::expect_with(|jail| {
