@@ -368,12 +368,23 @@ struct Pool {
 /// Idle connections kept for reuse; more may exist briefly under load.
 const POOL_IDLE_MAX: usize = 8;
 
+/// How much of the database file the API's connections read through a memory map (SQLite's
+/// largest by default, 2 GiB). Lists walk an index and probe another table for each row (the
+/// search's `error_tags` terms); through a map a probe reads pages where the page cache holds
+/// them, instead of a `pread` and a copy per page. In the read bench a tag search with no match
+/// over 10,000 errors went from a median of 47 to 35 ms (one run each, on a busy machine). The
+/// map is shared with the kernel's page cache, so it adds no private memory; the writer keeps its
+/// own connection without one.
+const READ_MMAP_BYTES: i64 = 2_147_418_112;
+
 impl Pool {
     fn get(&self) -> StoreResult<Connection> {
         if let Some(c) = self.idle.lock().pop() {
             return Ok(c);
         }
-        open_connection(&self.opts)
+        let conn = open_connection(&self.opts)?;
+        conn.pragma_update(None, "mmap_size", READ_MMAP_BYTES)?;
+        Ok(conn)
     }
 
     fn put(&self, conn: Connection) {
@@ -406,6 +417,7 @@ impl SqliteStore {
     pub fn open_with(opts: SqliteOptions) -> StoreResult<Self> {
         let mut conn = open_connection(&opts)?;
         migrate(&mut conn)?;
+        conn.pragma_update(None, "mmap_size", READ_MMAP_BYTES)?;
         let pool = Pool {
             opts,
             idle: Mutex::new(vec![conn]),
