@@ -166,7 +166,14 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let external_url = config.external_url_for(addr)?;
 
     let metrics = Arc::new(Metrics::new());
-    let sink = EventSink::open(store.options()).context("opening the writer's connection")?;
+    let alert_clock = Arc::new(crate::domain::clock::Clock::default());
+    let alerts_wake = Arc::new(tokio::sync::Notify::new());
+    let alert_settings = config.alerts.settings();
+    let alert_client =
+        crate::alerts::http_client(&alert_settings).context("building the alert HTTP client")?;
+    let sink = EventSink::open(store.options())
+        .context("opening the writer's connection")?
+        .with_alerts(alert_clock.clone(), alerts_wake.clone());
     let checkpointer =
         Checkpointer::start(store.options()).context("starting the checkpoint thread")?;
     let writer = Writer::start(
@@ -212,6 +219,9 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         purge: purge.clone(),
         gitlab_token_digest: gitlab_token.map(|t| tokens::digest(&t.0)),
         gitlab,
+        clock: alert_clock.clone(),
+        alerts_wake: alerts_wake.clone(),
+        alert_settings: alert_settings.clone(),
     });
     let router = http::router(state.clone());
     let (tx, rx) = watch::channel(false);
@@ -224,6 +234,20 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     );
     // Removes deleted projects' rows, starting with any a restart left half done.
     crate::purge::spawn(purge_store, purge, tx.subscribe());
+    // Sends the alerts waiting in the outbox, those a previous run left included.
+    crate::alerts::spawn(
+        crate::alerts::Delivery {
+            store: state.store.clone(),
+            client: alert_client,
+            settings: alert_settings,
+            clock: alert_clock,
+            wake: alerts_wake,
+            external_url: state.external_url.clone(),
+            writer: state.writer.clone(),
+            node: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+        },
+        tx.subscribe(),
+    );
     let serve_config = ServeConfig {
         header_timeout: std::time::Duration::from_secs(config.http.header_timeout_secs),
         max_connections: config.http.max_connections,

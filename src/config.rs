@@ -71,6 +71,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub retention: RetentionConfig,
     pub gitlab: GitlabConfig,
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -86,6 +87,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             retention: RetentionConfig::default(),
             gitlab: GitlabConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -285,6 +287,52 @@ impl GitlabConfig {
         self.error_tracking_token
             .as_ref()
             .filter(|t| !t.0.trim().is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct AlertsConfig {
+    /// Allow alert channels whose URLs reach loopback, private or link-local addresses.
+    /// Default false: such targets are refused when the channel is created and when it is
+    /// called (redirects included).
+    pub allow_internal_targets: bool,
+    /// Milliseconds before the second delivery try; doubled for each try after. Default 1000.
+    pub retry_base_ms: u64,
+    /// Longest wait between two tries, seconds. Default 600.
+    pub retry_max_secs: u64,
+    /// An alert still undelivered this many seconds after it was queued is given up (the
+    /// channel's last failure says so). Default 86 400 (a day).
+    pub give_up_after_secs: u64,
+    /// Longest one delivery request may take, milliseconds. Default 10 000.
+    pub request_timeout_ms: u64,
+    /// Milliseconds between looks at the outbox when nothing wakes delivery. Default 1000.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            allow_internal_targets: false,
+            retry_base_ms: 1000,
+            retry_max_secs: 600,
+            give_up_after_secs: 86_400,
+            request_timeout_ms: 10_000,
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+impl AlertsConfig {
+    pub fn settings(&self) -> crate::alerts::AlertSettings {
+        crate::alerts::AlertSettings {
+            allow_internal_targets: self.allow_internal_targets,
+            retry_base: Duration::from_millis(self.retry_base_ms.max(1)),
+            retry_max: Duration::from_secs(self.retry_max_secs.max(1)),
+            give_up_after: Duration::from_secs(self.give_up_after_secs),
+            request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
+            poll_interval: Duration::from_millis(self.poll_interval_ms.max(10)),
+        }
     }
 }
 

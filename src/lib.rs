@@ -3,6 +3,7 @@
 //! point that starts a server.
 
 pub mod admin;
+pub mod alerts;
 pub mod app;
 pub mod clock;
 pub mod config;

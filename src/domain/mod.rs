@@ -2,6 +2,7 @@
 //! the in-memory key cache, (for ingestion) event extraction and grouping, and the read API's
 //! search syntax.
 
+pub mod clock;
 pub mod event;
 pub mod grouping;
 pub mod keycache;

@@ -1,6 +1,7 @@
 //! The HTTP surface: the router, shared state and the request middleware. This is the only place
 //! that knows axum and status codes; handlers extract, call one function and map the result.
 
+pub mod alerts;
 pub mod api;
 pub mod client_keys;
 pub mod health;
@@ -66,6 +67,10 @@ pub struct AppParts {
     pub gitlab_token_digest: Option<[u8; 32]>,
     /// Asks GitLab about client keys faultline does not know (`gitlab.url` set).
     pub gitlab: Option<Arc<crate::gitlab::GitlabKeys>>,
+    /// Alerting's clock (tests move it) and the delivery task's wake-up.
+    pub clock: Arc<crate::domain::clock::Clock>,
+    pub alerts_wake: Arc<tokio::sync::Notify>,
+    pub alert_settings: crate::alerts::AlertSettings,
 }
 
 /// Whether a path segment is a numeric id: a non-empty run of ASCII digits. `str::parse` alone
@@ -103,6 +108,26 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/projects/{id}/error_tracking/client_keys/{key_id}",
             delete(client_keys::delete),
+        )
+        .route(
+            "/projects/{id}/error_tracking/alert_rules",
+            get(alerts::list).post(alerts::create),
+        )
+        .route(
+            "/projects/{id}/error_tracking/alert_rules/{rule_id}",
+            get(alerts::show).put(alerts::update).delete(alerts::delete),
+        )
+        .route(
+            "/projects/{id}/error_tracking/alert_rules/{rule_id}/channels",
+            post(alerts::add_channel),
+        )
+        .route(
+            "/projects/{id}/error_tracking/alert_rules/{rule_id}/channels/{channel_id}",
+            delete(alerts::delete_channel),
+        )
+        .route(
+            "/projects/{id}/error_tracking/alert_rules/{rule_id}/channels/{channel_id}/test",
+            post(alerts::test_channel),
         )
         .route("/user", get(identity::current_user))
         .route(

@@ -69,6 +69,11 @@ impl PendingCounts {
         self.errors.is_empty() && self.hours.is_empty()
     }
 
+    /// The errors that gained events here.
+    pub fn error_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.errors.keys().copied()
+    }
+
     /// Highest event id counted here (0 when empty).
     pub fn through(&self) -> i64 {
         self.through

@@ -7,13 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::Notify;
 
+use super::alerts::{self, Trigger};
 use super::counts::{self, PendingCounts};
 use super::payload::PayloadCodec;
 use super::read::ErrorStatus;
 use super::sqlite::{now_millis, open_connection, SqliteOptions};
 use super::{StoreError, StoreResult};
+use crate::domain::clock::Clock;
 
 /// One stored event, with the fields grouping and listing need already extracted.
 #[derive(Debug, Clone)]
@@ -104,6 +107,10 @@ pub struct EventSink {
     has_pending: Arc<AtomicBool>,
     /// `ingest_state.counted_through` as last committed.
     counted_through: i64,
+    /// Alerting's clock: frequency windows and the outbox rows' times.
+    clock: Arc<Clock>,
+    /// Woken after a commit that queued alerts, so delivery starts at once.
+    alerts_queued: Arc<Notify>,
 }
 
 /// Most pairs one [`KnownPairs`] holds before it starts over; about 4 MB.
@@ -190,7 +197,16 @@ impl EventSink {
             pending: PendingCounts::default(),
             has_pending: Arc::new(AtomicBool::new(false)),
             counted_through,
+            clock: Arc::new(Clock::default()),
+            alerts_queued: Arc::new(Notify::new()),
         })
+    }
+
+    /// Shares alerting's clock and wake-up with the delivery task.
+    pub fn with_alerts(mut self, clock: Arc<Clock>, alerts_queued: Arc<Notify>) -> EventSink {
+        self.clock = clock;
+        self.alerts_queued = alerts_queued;
+        self
     }
 
     /// The flag that is set while error counts wait in memory (see the `has_pending` field).
@@ -208,16 +224,24 @@ impl EventSink {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let written = (|| -> StoreResult<()> {
+        let now = self.clock.now_millis();
+        let written = (|| -> StoreResult<usize> {
             let tx = self.conn.transaction()?;
             self.pending.write(&tx)?;
+            let queued = check_frequency(&tx, &self.pending, None, now)?;
             tx.commit()?;
-            Ok(())
+            Ok(queued)
         })();
-        if let Err(e) = written {
-            // Tried again after another interval, not in a loop.
-            self.pending.postpone();
-            return Err(e);
+        let queued = match written {
+            Ok(queued) => queued,
+            Err(e) => {
+                // Tried again after another interval, not in a loop.
+                self.pending.postpone();
+                return Err(e);
+            }
+        };
+        if queued > 0 {
+            self.alerts_queued.notify_one();
         }
         self.counted_through = self.counted_through.max(self.pending.through());
         self.pending.clear();
@@ -234,6 +258,7 @@ impl EventSink {
     pub fn write_batch(&mut self, jobs: &[&[Record]]) -> StoreResult<Vec<Vec<EventOutcome>>> {
         let tx = self.conn.transaction()?;
         let received_at = now_millis();
+        let alert_now = self.clock.now_millis();
         let mut outcomes = Vec::with_capacity(jobs.len());
         // Events accepted in this batch, in arrival order.
         let mut accepted: Vec<&EventRecord> = Vec::new();
@@ -332,7 +357,9 @@ impl EventSink {
                 tags: &mut self.known_tags,
             },
             &mut self.pending,
+            alert_now,
         )?;
+        let mut alerts_queued = stored.alerts;
         // Counts wait in memory unless they are due, or an event took an id at or below the mark
         // (SQLite reused the id of a deleted newest event): then the recount after a crash would
         // not find that event, so its count is written with it.
@@ -341,6 +368,7 @@ impl EventSink {
         if flush {
             self.pending.write(&tx)?;
             stored.counts.write(&tx)?;
+            alerts_queued += check_frequency(&tx, &self.pending, Some(&stored.counts), alert_now)?;
         }
         tx.commit().map_err(|e| {
             let e = StoreError::from(e);
@@ -352,6 +380,9 @@ impl EventSink {
         })?;
         self.known_users.remember(stored.users);
         self.known_tags.remember(stored.tags);
+        if alerts_queued > 0 {
+            self.alerts_queued.notify_one();
+        }
         if flush {
             self.counted_through = self
                 .counted_through
@@ -378,6 +409,31 @@ struct Stored {
     counts: PendingCounts,
     /// The smallest event id the batch was given (`i64::MAX` if it stored none).
     lowest_event_id: i64,
+    /// Alerts queued in the outbox for new and reopened errors.
+    alerts: usize,
+}
+
+/// Checks the frequency rules of the errors whose counts are being written (see
+/// [`alerts::check_frequency`]); nothing per error when no rule has a frequency trigger.
+fn check_frequency(
+    tx: &Transaction,
+    pending: &PendingCounts,
+    more: Option<&PendingCounts>,
+    now: i64,
+) -> StoreResult<usize> {
+    if pending.is_empty() && more.is_none_or(PendingCounts::is_empty) {
+        return Ok(0);
+    }
+    if !alerts::any_frequency_rule(tx)? {
+        return Ok(0);
+    }
+    let mut ids: Vec<i64> = pending.error_ids().collect();
+    if let Some(more) = more {
+        ids.extend(more.error_ids());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    alerts::check_frequency(tx, &ids, now)
 }
 
 /// One error's share of a batch.
@@ -403,12 +459,14 @@ fn store_events(
     received_at: i64,
     known: &mut Known,
     pending: &mut PendingCounts,
+    alert_now: i64,
 ) -> StoreResult<Stored> {
     let mut stored = Stored {
         tags: Vec::new(),
         users: Vec::new(),
         counts: PendingCounts::default(),
         lowest_event_id: i64::MAX,
+        alerts: 0,
     };
     if events.is_empty() {
         return Ok(stored);
@@ -463,6 +521,7 @@ fn store_events(
             Some((id, status, first_seen_at)) => {
                 if status == ErrorStatus::Resolved.code() {
                     reopen.execute(params![id, ErrorStatus::Unresolved.code()])?;
+                    stored.alerts += queue_alerts(tx, id, Trigger::Regression, d, alert_now)?;
                 }
                 if d.first < first_seen_at {
                     seen_earlier.execute(params![id, d.first])?;
@@ -490,6 +549,7 @@ fn store_events(
                 known.users.forget_error(id);
                 known.tags.forget_error(id);
                 pending.forget_error(id);
+                stored.alerts += queue_alerts(tx, id, Trigger::NewError, d, alert_now)?;
                 id
             }
         };
@@ -559,6 +619,28 @@ fn store_events(
         }
     }
     Ok(stored)
+}
+
+/// Queues the alerts of a new or reopened error, in the batch's transaction, so that an alert
+/// exists exactly when the change that caused it is committed. The rules' filters are checked
+/// against the batch's newest event of the error.
+fn queue_alerts(
+    tx: &Transaction,
+    error_id: i64,
+    trigger: Trigger,
+    d: &ErrorDelta,
+    now: i64,
+) -> StoreResult<usize> {
+    let e = d.newest;
+    alerts::queue_for_error(
+        tx,
+        e.project_id,
+        error_id,
+        trigger,
+        e.environment.as_deref(),
+        e.level.as_deref().unwrap_or("error"),
+        now,
+    )
 }
 
 /// A stable 63-bit hash of a (key, value) tag, for [`KnownPairs`]. A collision between two

@@ -3,6 +3,7 @@
 //! backend with its versioned migrations. The batching writer for ingested events lives in
 //! [`crate::writer`] but its transaction body is here too ([`sqlite::EventSink`]).
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod counts;
 pub mod ingest;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+pub use alerts::AlertStore;
 pub use read::ReadStore;
 pub use sqlite::SqliteStore;
 
@@ -191,7 +193,7 @@ pub struct Page<T> {
 /// through this trait (see [`crate::writer`]). The read API's queries come from the [`ReadStore`]
 /// supertrait ([`read`]).
 #[async_trait]
-pub trait Store: ReadStore + Send + Sync + 'static {
+pub trait Store: ReadStore + AlertStore + Send + Sync + 'static {
     /// Cheap query proving the database answers; used by `/-/readiness`.
     async fn ping(&self) -> StoreResult<()>;
 

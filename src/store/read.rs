@@ -31,7 +31,7 @@ impl ErrorStatus {
         }
     }
 
-    fn from_code(code: i64) -> ErrorStatus {
+    pub(crate) fn from_code(code: i64) -> ErrorStatus {
         match code {
             1 => ErrorStatus::Resolved,
             2 => ErrorStatus::Ignored,

@@ -320,6 +320,65 @@ const MIGRATIONS: &[&str] = &[
     UPDATE projects SET error_seq = (SELECT COALESCE(MAX(short_seq), 0) FROM errors
                                      WHERE errors.project_id = projects.id);
     "#,
+    // 12: alerts (`store::alerts`): rules per project, their channels, the outbox of alerts to
+    // deliver (written in the transaction that caused them, claimed by a lease so that several
+    // nodes can share it), and when a frequency rule last fired for an error.
+    r#"
+    CREATE TABLE alert_rules (
+        id                INTEGER PRIMARY KEY,
+        project_id        INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+        name              TEXT NOT NULL,
+        on_new            INTEGER NOT NULL,
+        on_regression     INTEGER NOT NULL,
+        frequency_count   INTEGER,
+        frequency_minutes INTEGER,
+        quiet_minutes     INTEGER,
+        environments      TEXT NOT NULL DEFAULT '[]',
+        levels            TEXT NOT NULL DEFAULT '[]',
+        max_per_hour      INTEGER NOT NULL DEFAULT 20,
+        created_at        INTEGER NOT NULL
+    );
+    CREATE INDEX alert_rules_project ON alert_rules(project_id);
+    CREATE TABLE alert_channels (
+        id                  INTEGER PRIMARY KEY,
+        rule_id             INTEGER NOT NULL REFERENCES alert_rules(id) ON DELETE CASCADE,
+        kind                TEXT NOT NULL,
+        url                 TEXT NOT NULL,
+        secret              TEXT,
+        created_at          INTEGER NOT NULL,
+        last_success_at     INTEGER,
+        last_failure_at     INTEGER,
+        last_failure_status INTEGER,
+        last_failure_reason TEXT
+    );
+    CREATE INDEX alert_channels_rule ON alert_channels(rule_id);
+    CREATE TABLE alert_outbox (
+        id              INTEGER PRIMARY KEY,
+        channel_id      INTEGER NOT NULL REFERENCES alert_channels(id) ON DELETE CASCADE,
+        rule_id         INTEGER NOT NULL,
+        error_id        INTEGER,
+        trigger         TEXT NOT NULL,
+        uuid            TEXT NOT NULL,
+        created_at      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        claimed_until   INTEGER NOT NULL DEFAULT 0,
+        claimed_by      TEXT
+    );
+    CREATE INDEX alert_outbox_due ON alert_outbox(next_attempt_at);
+    CREATE TABLE alert_rule_state (
+        rule_id       INTEGER NOT NULL REFERENCES alert_rules(id) ON DELETE CASCADE,
+        error_id      INTEGER NOT NULL,
+        last_fired_at INTEGER NOT NULL,
+        PRIMARY KEY (rule_id, error_id)
+    ) WITHOUT ROWID;
+    -- Messages each channel delivered in the last hour, for its rule's hourly cap.
+    CREATE TABLE alert_deliveries (
+        channel_id   INTEGER NOT NULL REFERENCES alert_channels(id) ON DELETE CASCADE,
+        delivered_at INTEGER NOT NULL
+    );
+    CREATE INDEX alert_deliveries_channel ON alert_deliveries(channel_id, delivered_at);
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.
