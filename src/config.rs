@@ -308,6 +308,9 @@ pub struct AlertsConfig {
     pub request_timeout_ms: u64,
     /// Milliseconds between looks at the outbox when nothing wakes delivery. Default 1000.
     pub poll_interval_ms: u64,
+    /// Past a rule's `max_per_hour`, a channel gets at most one summary message this many
+    /// seconds. Default 60.
+    pub summary_interval_secs: u64,
 }
 
 impl Default for AlertsConfig {
@@ -319,6 +322,7 @@ impl Default for AlertsConfig {
             give_up_after_secs: 86_400,
             request_timeout_ms: 10_000,
             poll_interval_ms: 1000,
+            summary_interval_secs: 60,
         }
     }
 }
@@ -332,6 +336,7 @@ impl AlertsConfig {
             give_up_after: Duration::from_secs(self.give_up_after_secs),
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             poll_interval: Duration::from_millis(self.poll_interval_ms.max(10)),
+            summary_interval: Duration::from_secs(self.summary_interval_secs),
         }
     }
 }

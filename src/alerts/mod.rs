@@ -9,7 +9,7 @@
 //!
 //! Each channel sends at most its rule's `max_per_hour` single messages an hour; past that, the
 //! alerts a round holds for the channel go out as one summary message, at most one a
-//! [`SUMMARY_INTERVAL`].
+//! `summary_interval`.
 
 pub mod format;
 pub mod target;
@@ -32,8 +32,6 @@ use format::Summary;
 pub const CLAIM_LIMIT: i64 = 64;
 /// Most requests in flight at once.
 const CONCURRENCY: usize = 16;
-/// Shortest time between two summary messages of one channel.
-pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
 /// The reason recorded for a failure is cut to this many characters.
 const REASON_MAX: usize = 200;
 
@@ -53,13 +51,15 @@ pub struct AlertSettings {
     /// How often the outbox is looked at when nothing wakes the task (rows another node
     /// queued, retries falling due).
     pub poll_interval: Duration,
+    /// Shortest time between two summary messages of one channel.
+    pub summary_interval: Duration,
 }
 
 impl AlertSettings {
     /// How long a claim holds a row: long enough for the whole round it was claimed in.
     pub fn lease(&self) -> Duration {
         let rounds = (CLAIM_LIMIT as u32).div_ceil(CONCURRENCY as u32) + 1;
-        self.request_timeout * rounds + Duration::from_secs(5)
+        self.request_timeout * rounds + Duration::from_secs(1)
     }
 
     /// The wait before try number `attempts + 1`.
@@ -163,6 +163,13 @@ impl Delivery {
 
     /// Claims and sends one round of due alerts; returns how many rows it claimed.
     async fn round(self: &Arc<Self>) -> StoreResult<usize> {
+        // Counts of a new error's events are written shortly after its batch; have them
+        // written before the claim reads the errors, so a message's count includes the event
+        // that caused it. Free when nothing waits; on failure the message goes out with what
+        // is stored.
+        if let Err(e) = self.writer.settle_counts().await {
+            tracing::debug!(error = %e, "counts not settled before alert delivery");
+        }
         let now = self.clock.now_millis();
         let lease = i64::try_from(self.settings.lease().as_millis()).unwrap_or(i64::MAX);
         let claimed = self
@@ -172,12 +179,6 @@ impl Delivery {
         let n = claimed.len();
         if n == 0 {
             return Ok(0);
-        }
-        // Counts of a new error's events are written shortly after its batch; have them
-        // written now so the message's count includes the event that caused it. On failure
-        // the message goes out with what is stored.
-        if let Err(e) = self.writer.settle_counts().await {
-            tracing::debug!(error = %e, "counts not settled before alert delivery");
         }
         let mut by_channel: BTreeMap<i64, Vec<ClaimedAlert>> = BTreeMap::new();
         for a in claimed {
@@ -203,7 +204,7 @@ impl Delivery {
     }
 
     /// Splits one channel's claimed alerts into single messages and, past the rule's hourly
-    /// rate, one summary (or, within [`SUMMARY_INTERVAL`] of the last message, a later try).
+    /// rate, one summary (or, within `summary_interval` of the last message, a later try).
     async fn plan_channel(
         &self,
         channel_id: i64,
@@ -229,7 +230,8 @@ impl Delivery {
         let Some(carrier) = rest.first().cloned() else {
             return Ok(());
         };
-        let interval = SUMMARY_INTERVAL.as_millis() as i64;
+        let interval =
+            i64::try_from(self.settings.summary_interval.as_millis()).unwrap_or(i64::MAX);
         if let Some(last) = last.filter(|&l| now - l < interval) {
             let ids = rest.iter().map(|a| a.outbox_id).collect();
             return self.store.postpone(ids, last + interval).await;

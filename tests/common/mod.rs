@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod gitlab;
+pub mod receiver;
 
 use std::sync::Arc;
 
