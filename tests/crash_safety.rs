@@ -1,6 +1,9 @@
 //! Crash safety against the real binary: SIGKILL in the middle of a load loses no acknowledged
 //! event and leaves a sound database; SIGTERM drains in-flight requests and the queue, then exits
-//! cleanly within the shutdown timeout.
+//! cleanly within the shutdown timeout; SIGKILL between an alert's commit and its delivery
+//! still delivers it after the restart.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -404,4 +407,90 @@ async fn a_closed_log_pipe_loses_log_lines_not_requests_or_shutdown() {
     assert!(exit.success(), "clean exit status, got {exit:?}");
     let (stored, _) = stored_ids(dir.path());
     assert_eq!(stored.len(), 5);
+}
+
+fn outbox_len(dir: &std::path::Path) -> i64 {
+    let conn = Connection::open(dir.join("faultline.db")).expect("open db");
+    conn.query_row("SELECT COUNT(*) FROM alert_outbox", [], |r| r.get(0))
+        .expect("outbox")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_an_alert_is_committed_still_delivers_it_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recv = common::receiver::Receiver::start().await;
+    // The receiver takes the request and never answers: the alert is committed and claimed,
+    // and not delivered, when the server is killed.
+    recv.hang(true);
+    let env = [
+        ("FAULTLINE_ALERTS__ALLOW_INTERNAL_TARGETS", "true"),
+        ("FAULTLINE_ALERTS__REQUEST_TIMEOUT_MS", "2000"),
+        ("FAULTLINE_ALERTS__RETRY_BASE_MS", "50"),
+        ("FAULTLINE_ALERTS__POLL_INTERVAL_MS", "100"),
+    ];
+    let mut gw = start(dir.path(), &env);
+    let client = reqwest::Client::new();
+    let (project, key) = setup(&client, &gw.base).await;
+    let rule = client
+        .post(format!(
+            "{}/api/v4/projects/{project}/error_tracking/alert_rules",
+            gw.base
+        ))
+        .header("PRIVATE-TOKEN", ADMIN)
+        .json(&json!({"name": "new", "new_error": true}))
+        .send()
+        .await
+        .expect("create rule")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let channel = client
+        .post(format!(
+            "{}/api/v4/projects/{project}/error_tracking/alert_rules/{}/channels",
+            gw.base, rule["id"]
+        ))
+        .header("PRIVATE-TOKEN", ADMIN)
+        .json(&json!({"type": "webhook", "url": recv.url("/hook")}))
+        .send()
+        .await
+        .expect("add channel");
+    assert_eq!(channel.status(), 201);
+
+    let resp = client
+        .post(format!("{}/api/{project}/envelope/", gw.base))
+        .header(
+            "X-Sentry-Auth",
+            format!("Sentry sentry_key={key}, sentry_version=7"),
+        )
+        .body(envelope("0123456789abcdef0123456789abcdef", 1))
+        .send()
+        .await
+        .expect("event sent");
+    assert_eq!(resp.status(), 200);
+    let first = recv.wait_for("/hook", 1).await;
+    gw.child.kill().expect("SIGKILL");
+    gw.child.wait().expect("reaped");
+    assert_eq!(outbox_len(dir.path()), 1, "the alert waits in the outbox");
+    let id = first[0].json()["id"].clone();
+
+    recv.hang(false);
+    let before = recv.requests().len();
+    let _gw2 = start(dir.path(), &env);
+    // The killed process's claim runs out, then the restarted one delivers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while outbox_len(dir.path()) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the alert was not delivered after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = recv.requests();
+    assert!(after.len() > before, "delivered after the restart");
+    let last = after.last().expect("a request").json();
+    assert_eq!(
+        last["id"], id,
+        "the same alert, so a receiver can drop a repeat"
+    );
+    assert_eq!(last["trigger"], "new_error");
 }
