@@ -171,6 +171,8 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let alert_settings = config.alerts.settings();
     let alert_client =
         crate::alerts::http_client(&alert_settings).context("building the alert HTTP client")?;
+    let mailer = crate::alerts::email::mailer(&config.alerts.smtp, alert_settings.request_timeout)
+        .context("reading [alerts.smtp]")?;
     let sink = EventSink::open(store.options())
         .context("opening the writer's connection")?
         .with_alerts(alert_clock.clone(), alerts_wake.clone());
@@ -245,6 +247,8 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
             external_url: state.external_url.clone(),
             writer: state.writer.clone(),
             node: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            mailer,
+            mail_from: config.alerts.smtp.from.clone(),
         },
         tx.subscribe(),
     );

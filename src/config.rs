@@ -311,6 +311,49 @@ pub struct AlertsConfig {
     /// Past a rule's `max_per_hour`, a channel gets at most one summary message this many
     /// seconds. Default 60.
     pub summary_interval_secs: u64,
+    /// The mail server email channels send through.
+    pub smtp: SmtpConfig,
+}
+
+/// How the connection to the mail server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain SMTP: only for a relay on a trusted network.
+    None,
+    /// Plain SMTP upgraded with STARTTLS, which is required (the default; port 587).
+    #[default]
+    Starttls,
+    /// TLS from the start (port 465).
+    Tls,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SmtpConfig {
+    /// The mail server; unset (the default) means email channels cannot be created.
+    pub host: Option<String>,
+    /// Default 25, 587 or 465 by `security`.
+    pub port: Option<u16>,
+    /// `none`, `starttls` (default) or `tls`.
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// The sender address. Default `faultline@localhost`.
+    pub from: String,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: None,
+            port: None,
+            security: SmtpSecurity::Starttls,
+            username: None,
+            password: None,
+            from: "faultline@localhost".into(),
+        }
+    }
 }
 
 impl Default for AlertsConfig {
@@ -323,6 +366,7 @@ impl Default for AlertsConfig {
             request_timeout_ms: 10_000,
             poll_interval_ms: 1000,
             summary_interval_secs: 60,
+            smtp: SmtpConfig::default(),
         }
     }
 }
@@ -337,6 +381,7 @@ impl AlertsConfig {
             request_timeout: Duration::from_millis(self.request_timeout_ms.max(1)),
             poll_interval: Duration::from_millis(self.poll_interval_ms.max(10)),
             summary_interval: Duration::from_secs(self.summary_interval_secs),
+            email_enabled: self.smtp.host.as_deref().is_some_and(|h| !h.is_empty()),
         }
     }
 }

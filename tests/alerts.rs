@@ -789,3 +789,228 @@ async fn the_role_matrix_holds_on_the_rule_routes() {
         }
     }
 }
+
+/// A real SMTP server on loopback: Python's `aiosmtpd`, writing what it receives to a Maildir.
+/// It is installed with pip when missing (CI installs it up front).
+struct SmtpSink {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ensure_aiosmtpd() {
+    let have = |_: ()| {
+        std::process::Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if have(()) {
+        return;
+    }
+    for extra in [&[][..], &["--user"][..], &["--break-system-packages"][..]] {
+        let _ = std::process::Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "aiosmtpd"])
+            .args(extra)
+            .status();
+        if have(()) {
+            return;
+        }
+    }
+    panic!("aiosmtpd could not be installed (python3 -m pip install aiosmtpd)");
+}
+
+impl SmtpSink {
+    async fn start() -> SmtpSink {
+        ensure_aiosmtpd();
+        let dir = tempfile::tempdir().expect("maildir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.path().join("mail"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        let sink = SmtpSink { child, dir, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "aiosmtpd did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sink
+    }
+
+    /// Every message received, as raw text, oldest first.
+    fn messages(&self) -> Vec<String> {
+        let new = self.dir.path().join("mail").join("new");
+        let mut files: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(new)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| {
+                        let modified = e
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .unwrap_or(std::time::UNIX_EPOCH);
+                        (
+                            modified,
+                            std::fs::read_to_string(e.path()).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        // Undo quoted-printable's soft line breaks and its escaped `=`, enough to find a link.
+        files
+            .into_iter()
+            .map(|(_, m)| {
+                m.replace("=\r\n", "")
+                    .replace("=\n", "")
+                    .replace("=3D", "=")
+            })
+            .collect()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.messages();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} emails, expected {n}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_through_a_real_smtp_server_with_an_hourly_cap() {
+    let smtp = SmtpSink::start().await;
+    let app = alert_app(|c| {
+        c.alerts.summary_interval_secs = 1;
+        c.alerts.smtp.host = Some("127.0.0.1".into());
+        c.alerts.smtp.port = Some(smtp.port);
+        c.alerts.smtp.security = faultline::config::SmtpSecurity::None;
+        c.alerts.smtp.from = "alerts@faultline.test".into();
+    })
+    .await;
+    let (pid, key, _dsn) = app.project_with_key("shop").await;
+    let rule = create_rule(
+        &app,
+        pid,
+        json!({"name": "mail", "new_error": true, "max_per_hour": 1}),
+    )
+    .await;
+    let path = format!(
+        "/api/v4/projects/{pid}/error_tracking/alert_rules/{}/channels",
+        rule["id"]
+    );
+    check(
+        &app,
+        "POST",
+        &path,
+        Auth::Private(&app.admin_token),
+        Body::Json(json!({"type": "email", "recipients": ["not an address"]})),
+        400,
+        &json!({"message": {"recipients": ["contains an invalid address"]}}),
+    )
+    .await;
+    let (s, c) = app
+        .call(
+            "POST",
+            &path,
+            Some(&app.admin_token),
+            Some(json!({"type": "email", "recipients": ["oncall@example.com", "dev@example.com"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{c}");
+    assert_eq!(
+        c["recipients"],
+        json!(["oncall@example.com", "dev@example.com"])
+    );
+
+    let e = error_event(&new_id(), "MailError", "first", "f");
+    assert_eq!(post_event(&app, pid, &key, &e).await.status, 200);
+    let got = smtp.wait_for(1).await;
+    let first = &got[0];
+    assert!(
+        first.contains("Subject: [errors/shop] New error (mail)"),
+        "{first}"
+    );
+    assert!(first.contains("oncall@example.com") && first.contains("dev@example.com"));
+    assert!(first.contains("From: alerts@faultline.test"), "{first}");
+    assert!(
+        first.contains(&format!(
+            "{}/errortracking/api/v1/projects/{pid}/errors/",
+            app.base
+        )),
+        "{first}"
+    );
+
+    // Past the hourly cap of one: the next new errors arrive as one summary.
+    for n in 0..3 {
+        let e = error_event(&new_id(), &format!("MailError{n}"), "more", "f");
+        assert_eq!(post_event(&app, pid, &key, &e).await.status, 200);
+    }
+    let got = smtp.wait_for(2).await;
+    settle().await;
+    let got = if got.len() < smtp.messages().len() {
+        smtp.messages()
+    } else {
+        got
+    };
+    assert!(
+        got.len() <= 3,
+        "three alerts past the cap are not three emails: {}",
+        got.len()
+    );
+    assert!(got[1].contains("(summary)"), "{}", got[1]);
+
+    let c = &get_rule(&app, pid, &rule).await["channels"][0];
+    assert!(c["last_success_at"].is_string(), "{c}");
+    assert_eq!(c["url"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_channels_need_a_mail_server() {
+    let app = alert_app(|_| {}).await;
+    let pid = app.project_id("shop", "errors").await;
+    let rule = create_rule(&app, pid, json!({"name": "mail", "new_error": true})).await;
+    check(
+        &app,
+        "POST",
+        &format!(
+            "/api/v4/projects/{pid}/error_tracking/alert_rules/{}/channels",
+            rule["id"]
+        ),
+        Auth::Private(&app.admin_token),
+        Body::Json(json!({"type": "email", "recipients": ["a@example.com"]})),
+        400,
+        &json!({"message": {"type": ["email needs a mail server ([alerts.smtp] host)"]}}),
+    )
+    .await;
+}

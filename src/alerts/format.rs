@@ -18,7 +18,7 @@ pub const SIGNATURE_HEADER: &str = "x-faultline-signature";
 pub const TIMESTAMP_HEADER: &str = "x-faultline-timestamp";
 
 /// Channel kinds the API accepts.
-pub const KINDS: &[&str] = &["webhook", "slack", "discord", "teams"];
+pub const KINDS: &[&str] = &["webhook", "slack", "discord", "teams", "email"];
 
 fn rfc3339(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
@@ -223,6 +223,32 @@ pub fn teams_payload(base: &url::Url, alert: &ClaimedAlert, summary: Option<&Sum
             }
         }]
     })
+}
+
+/// An email's subject and plain-text body.
+pub fn email_message(
+    base: &url::Url,
+    alert: &ClaimedAlert,
+    summary: Option<&Summary>,
+) -> (String, String) {
+    let mut lines: Vec<String> = facts(alert)
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    lines.extend(summary_lines(summary));
+    if let Some(u) = link(base, alert) {
+        lines.push(String::new());
+        lines.push(format!("Open the error: {u}"));
+    }
+    if alert.error.is_none() && summary.is_none() {
+        lines.push("faultline can reach this channel.".into());
+    }
+    lines.push(String::new());
+    lines.push(format!(
+        "Sent by the alert rule \"{}\" of {}.",
+        alert.rule_name, alert.project_path
+    ));
+    (headline(alert, summary), lines.join("\n"))
 }
 
 /// HMAC-SHA256 (RFC 2104) of `message` under `key`. Written out here rather than taken from a

@@ -11,6 +11,7 @@
 //! alerts a round holds for the channel go out as one summary message, at most one a
 //! `summary_interval`.
 
+pub mod email;
 pub mod format;
 pub mod target;
 
@@ -53,6 +54,8 @@ pub struct AlertSettings {
     pub poll_interval: Duration,
     /// Shortest time between two summary messages of one channel.
     pub summary_interval: Duration,
+    /// Whether a mail server is configured, so email channels may be created.
+    pub email_enabled: bool,
 }
 
 impl AlertSettings {
@@ -111,6 +114,9 @@ pub struct Delivery {
     pub writer: WriterHandle,
     /// This process's name in `claimed_by`.
     pub node: String,
+    /// The mail server's transport, when one is configured, and the sender address.
+    pub mailer: Option<email::Mailer>,
+    pub mail_from: String,
 }
 
 /// Starts the delivery task; it stops when `shutdown` turns true. Rows it holds then are
@@ -311,6 +317,16 @@ impl Delivery {
         now: i64,
     ) -> Result<(), (Option<i64>, String)> {
         let base = &self.external_url;
+        if alert.channel.kind == "email" {
+            let Some(mailer) = &self.mailer else {
+                return Err((None, "no mail server is configured".to_owned()));
+            };
+            let (subject, text) = format::email_message(base, alert, summary);
+            let to = email::recipients_of(&alert.channel.url);
+            return email::send(mailer, &self.mail_from, &to, &subject, text)
+                .await
+                .map_err(|e| e.describe());
+        }
         let body = match alert.channel.kind.as_str() {
             "slack" => format::slack_payload(base, alert, summary),
             "discord" => format::discord_payload(base, alert, summary),

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::api::{project_access, ApiError, ApiResult, Params};
 use super::AppState;
-use crate::alerts::{format, target};
+use crate::alerts::{email, format, target};
 use crate::store::alerts::{Channel, Frequency, NewChannel, Rule, RuleSpec};
 use crate::store::AccessLevel;
 
@@ -32,10 +32,12 @@ fn time(ms: i64) -> String {
 }
 
 fn channel_json(c: &Channel) -> Value {
+    let is_email = c.kind == "email";
     json!({
         "id": c.id,
         "type": c.kind,
-        "url": target::redact(&c.url),
+        "url": (!is_email).then(|| target::redact(&c.url)),
+        "recipients": is_email.then(|| email::recipients_of(&c.url)),
         "signed": c.secret.is_some(),
         "created_at": time(c.created_at),
         "last_success_at": c.last_success_at.map(time),
@@ -256,6 +258,9 @@ pub async fn add_channel(
     let rule = find_rule(&state, project.id, &rule_id).await?;
     params.check_body()?;
     let kind = params.string("type");
+    if kind.as_deref() == Some("email") {
+        return add_email_channel(&state, project.id, rule.id, &params).await;
+    }
     let url = params.string("url");
     let missing: Vec<&str> = [("type", kind.is_none()), ("url", url.is_none())]
         .iter()
@@ -311,6 +316,44 @@ pub async fn add_channel(
         body["secret"] = json!(s);
     }
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn add_email_channel(
+    state: &AppState,
+    project_id: i64,
+    rule_id: i64,
+    params: &Params,
+) -> ApiResult<Response> {
+    let Some(list) = params.list("recipients").filter(|l| !l.is_empty()) else {
+        return Err(ApiError::BadParams("recipients is missing".into()));
+    };
+    if list.len() > email::MAX_RECIPIENTS {
+        return Err(ApiError::Invalid(json!({
+            "recipients": [format!("is too long (maximum is {} addresses)", email::MAX_RECIPIENTS)]
+        })));
+    }
+    let recipients = email::parse_recipients(&list)
+        .ok_or_else(|| ApiError::Invalid(json!({"recipients": ["contains an invalid address"]})))?;
+    if !state.alert_settings.email_enabled {
+        return Err(ApiError::Invalid(json!({
+            "type": ["email needs a mail server ([alerts.smtp] host)"]
+        })));
+    }
+    let channel = state
+        .store
+        .add_channel(
+            project_id,
+            rule_id,
+            NewChannel {
+                kind: "email".into(),
+                url: email::mailto(&recipients),
+                secret: None,
+            },
+            state.clock.now_millis(),
+        )
+        .await?
+        .ok_or(ApiError::NotFound(RULE_NOT_FOUND))?;
+    Ok((StatusCode::CREATED, Json(channel_json(&channel))).into_response())
 }
 
 pub async fn delete_channel(
