@@ -506,6 +506,10 @@ mod tests {
             assert_eq!(cfg.gitlab.key_cache_secs, def.gitlab.key_cache_secs);
             assert_eq!(cfg.gitlab.key_grace_secs, def.gitlab.key_grace_secs);
             assert_eq!(cfg.gitlab.url, None);
+            assert_eq!(cfg.alerts.retry_base_ms, def.alerts.retry_base_ms);
+            assert_eq!(cfg.alerts.give_up_after_secs, def.alerts.give_up_after_secs);
+            assert_eq!(cfg.alerts.smtp.security, def.alerts.smtp.security);
+            assert_eq!(cfg.alerts.smtp.from, def.alerts.smtp.from);
             Ok(())
         });
     }
