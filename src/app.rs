@@ -168,7 +168,7 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let metrics = Arc::new(Metrics::new());
     let alert_clock = Arc::new(crate::domain::clock::Clock::default());
     let alerts_wake = Arc::new(tokio::sync::Notify::new());
-    let alert_settings = config.alerts.settings();
+    let alert_settings = config.alerts.settings()?;
     let alert_client =
         crate::alerts::http_client(&alert_settings).context("building the alert HTTP client")?;
     let mailer = crate::alerts::email::mailer(&config.alerts.smtp, alert_settings.request_timeout)

@@ -297,6 +297,9 @@ pub struct AlertsConfig {
     /// Default false: such targets are refused when the channel is created and when it is
     /// called (redirects included).
     pub allow_internal_targets: bool,
+    /// Internal networks alerts may reach even so, e.g. `["10.20.0.0/16", "fd00:1::/32"]` for
+    /// a chat server on the private network. Default none.
+    pub allowed_internal_networks: Vec<String>,
     /// Milliseconds before the second delivery try; doubled for each try after. Default 1000.
     pub retry_base_ms: u64,
     /// Longest wait between two tries, seconds. Default 600.
@@ -360,6 +363,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             allow_internal_targets: false,
+            allowed_internal_networks: Vec::new(),
             retry_base_ms: 1000,
             retry_max_secs: 600,
             give_up_after_secs: 86_400,
@@ -372,9 +376,23 @@ impl Default for AlertsConfig {
 }
 
 impl AlertsConfig {
-    pub fn settings(&self) -> crate::alerts::AlertSettings {
-        crate::alerts::AlertSettings {
-            allow_internal_targets: self.allow_internal_targets,
+    pub fn settings(&self) -> Result<crate::alerts::AlertSettings, ConfigError> {
+        let networks = self
+            .allowed_internal_networks
+            .iter()
+            .map(|n| {
+                crate::alerts::target::parse_network(n).ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "alerts.allowed_internal_networks: {n:?} is not an address or network"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(crate::alerts::AlertSettings {
+            allowed: std::sync::Arc::new(crate::alerts::target::Allowed {
+                all: self.allow_internal_targets,
+                networks,
+            }),
             retry_base: Duration::from_millis(self.retry_base_ms.max(1)),
             retry_max: Duration::from_secs(self.retry_max_secs.max(1)),
             give_up_after: Duration::from_secs(self.give_up_after_secs),
@@ -382,7 +400,7 @@ impl AlertsConfig {
             poll_interval: Duration::from_millis(self.poll_interval_ms.max(10)),
             summary_interval: Duration::from_secs(self.summary_interval_secs),
             email_enabled: self.smtp.host.as_deref().is_some_and(|h| !h.is_empty()),
-        }
+        })
     }
 }
 

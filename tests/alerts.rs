@@ -1014,3 +1014,65 @@ async fn email_channels_need_a_mail_server() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_followed_only_to_allowed_targets() {
+    // Loopback is allowed by network; every other internal address is not.
+    let app = spawn_app_with(|c| {
+        c.alerts.allowed_internal_networks = vec!["127.0.0.0/8".into()];
+        c.alerts.retry_base_ms = 50;
+        c.alerts.poll_interval_ms = 50;
+        c.alerts.give_up_after_secs = 1;
+    })
+    .await;
+    let recv = Receiver::start().await;
+    recv.redirect("/to-metadata", "http://169.254.169.254/latest/meta-data");
+    recv.redirect("/to-private", "http://10.0.0.1/hook");
+    recv.redirect("/to-loopback", &recv.url("/landed"));
+    let pid = app.project_id("shop", "errors").await;
+    let rule = create_rule(&app, pid, json!({"name": "n", "new_error": true})).await;
+    let path = format!(
+        "/api/v4/projects/{pid}/error_tracking/alert_rules/{}/channels",
+        rule["id"]
+    );
+    for url in ["http://10.0.0.1/hook", "http://[::1]:9/hook"] {
+        let (s, b) = app
+            .call(
+                "POST",
+                &path,
+                Some(&app.admin_token),
+                Some(json!({"type": "webhook", "url": url})),
+            )
+            .await;
+        assert_eq!(s, 400, "{url}: {b}");
+    }
+    let mut channels = Vec::new();
+    for p in ["/to-metadata", "/to-private", "/to-loopback"] {
+        channels.push(add_channel(&app, pid, &rule, "webhook", &recv.url(p)).await);
+    }
+    for c in &channels {
+        let (s, _) = app
+            .call(
+                "POST",
+                &format!("{path}/{}/test", c["id"]),
+                Some(&app.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 202);
+    }
+    // The allowed redirect is followed, with the body.
+    let landed = recv.wait_for("/landed", 1).await;
+    assert_eq!(landed[0].json()["trigger"], "test");
+    // The others fail without leaving loopback, and say why.
+    common::eventually("both refusals are recorded", || async {
+        let r = get_rule(&app, pid, &rule).await;
+        r["channels"][0]["last_failure"]["reason"]
+            == "requests to the local network are not allowed"
+            && r["channels"][1]["last_failure"]["reason"]
+                == "requests to the local network are not allowed"
+    })
+    .await;
+    let r = get_rule(&app, pid, &rule).await;
+    assert!(r["channels"][2]["last_success_at"].is_string(), "{r}");
+}

@@ -39,8 +39,8 @@ const REASON_MAX: usize = 200;
 /// How delivery behaves; from `[alerts]` in the configuration.
 #[derive(Debug, Clone)]
 pub struct AlertSettings {
-    /// Allow targets on loopback, private and link-local addresses.
-    pub allow_internal_targets: bool,
+    /// Which loopback, private and link-local targets are allowed.
+    pub allowed: Arc<target::Allowed>,
     /// Wait before the second try; doubled for each try after it.
     pub retry_base: Duration,
     /// Longest wait between two tries.
@@ -75,7 +75,7 @@ impl AlertSettings {
 /// The outgoing HTTP client: the guarded resolver, no proxy (a proxy would resolve names
 /// itself, past the guard), a few redirects and only to allowed targets, and a timeout.
 pub fn http_client(settings: &AlertSettings) -> reqwest::Result<reqwest::Client> {
-    let allow = settings.allow_internal_targets;
+    let allowed = settings.allowed.clone();
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= 3 {
             return attempt.error("too many redirects");
@@ -84,14 +84,14 @@ pub fn http_client(settings: &AlertSettings) -> reqwest::Result<reqwest::Client>
         if url.scheme() != "http" && url.scheme() != "https" {
             return attempt.error(target::TargetError::Scheme);
         }
-        if !allow && target::literal_ip(url).is_some_and(target::is_internal) {
+        if target::literal_ip(url).is_some_and(|ip| !allowed.permits(ip)) {
             return attempt.error(target::TargetError::Private);
         }
         attempt.follow()
     });
     reqwest::Client::builder()
         .dns_resolver(Arc::new(target::GuardedResolver {
-            allow_internal: allow,
+            allowed: settings.allowed.clone(),
         }))
         .no_proxy()
         .redirect(policy)
@@ -335,9 +335,7 @@ impl Delivery {
         };
         let body = body.to_string().into_bytes();
         let url = Url::parse(&alert.channel.url).map_err(|_| (None, "invalid URL".to_owned()))?;
-        if !self.settings.allow_internal_targets
-            && target::literal_ip(&url).is_some_and(target::is_internal)
-        {
+        if target::literal_ip(&url).is_some_and(|ip| !self.settings.allowed.permits(ip)) {
             return Err((None, target::TargetError::Private.to_string()));
         }
         let mut req = self

@@ -69,13 +69,57 @@ fn is_internal_v4(v4: Ipv4Addr) -> bool {
         || o[0] >= 240
 }
 
+/// Which internal addresses the operator allows: all of them, or some networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowed {
+    pub all: bool,
+    /// (network address, prefix length).
+    pub networks: Vec<(IpAddr, u8)>,
+}
+
+impl Allowed {
+    /// Whether an alert may be sent to `ip`.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        self.all || !is_internal(ip) || self.networks.iter().any(|&(n, p)| in_network(ip, n, p))
+    }
+}
+
+/// Parses `10.0.0.0/8`, `fd00::/8` or a single address.
+pub fn parse_network(s: &str) -> Option<(IpAddr, u8)> {
+    let (addr, prefix) = match s.trim().split_once('/') {
+        Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+        None => (s.trim().parse::<IpAddr>().ok()?, None),
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.unwrap_or(max);
+    (prefix <= max).then_some((addr, prefix))
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
 /// Checks a channel's URL: http or https, and every address its host resolves to allowed.
-pub async fn check_url(url: &Url, allow_internal: bool) -> Result<(), TargetError> {
+pub async fn check_url(url: &Url, allowed: &Allowed) -> Result<(), TargetError> {
     if url.scheme() != "http" && url.scheme() != "https" {
         return Err(TargetError::Scheme);
     }
     let host = url.host().ok_or(TargetError::NoHost)?;
-    if allow_internal {
+    if allowed.all {
         return Ok(());
     }
     let port = url.port_or_known_default().unwrap_or(443);
@@ -90,7 +134,7 @@ pub async fn check_url(url: &Url, allow_internal: bool) -> Result<(), TargetErro
     if addrs.is_empty() {
         return Err(TargetError::Unresolved);
     }
-    if addrs.iter().any(|a| is_internal(a.ip())) {
+    if addrs.iter().any(|a| !allowed.permits(a.ip())) {
         return Err(TargetError::Private);
     }
     Ok(())
@@ -107,19 +151,21 @@ pub fn literal_ip(url: &Url) -> Option<IpAddr> {
 
 /// The HTTP client's resolver: the system's, with internal addresses refused unless allowed.
 /// Every connection the client opens, a redirect's included, resolves through it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GuardedResolver {
-    pub allow_internal: bool,
+    pub allowed: std::sync::Arc<Allowed>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow = self.allow_internal;
+        let allowed = self.allowed.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if !allow && addrs.iter().any(|a| is_internal(a.ip())) {
+            // A name with any forbidden address is refused whole: keeping only the allowed
+            // ones would still let a name that mixes both reach the forbidden one later.
+            if addrs.iter().any(|a| !allowed.permits(a.ip())) {
                 return Err(
                     Box::new(TargetError::Private) as Box<dyn std::error::Error + Send + Sync>
                 );
@@ -167,6 +213,32 @@ mod tests {
         for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
             assert!(!is_internal(ip.parse().expect("ip")), "{ip}");
         }
+    }
+
+    #[test]
+    fn allowed_networks() {
+        let allowed = Allowed {
+            all: false,
+            networks: ["127.0.0.0/8", "fd00::/8", "10.1.2.3"]
+                .iter()
+                .map(|n| parse_network(n).expect("network"))
+                .collect(),
+        };
+        for ok in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "fd12::1",
+            "10.1.2.3",
+            "8.8.8.8",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(allowed.permits(ok.parse().expect("ip")), "{ok}");
+        }
+        for refused in ["10.1.2.4", "::1", "169.254.169.254", "192.168.0.1"] {
+            assert!(!allowed.permits(refused.parse().expect("ip")), "{refused}");
+        }
+        assert_eq!(parse_network("10.0.0.0/33"), None);
+        assert_eq!(parse_network("nonsense"), None);
     }
 
     #[test]

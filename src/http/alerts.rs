@@ -281,7 +281,7 @@ pub async fn add_channel(
     }
     let parsed = url::Url::parse(url.trim())
         .map_err(|_| ApiError::Invalid(json!({"url": ["is invalid"]})))?;
-    if let Err(e) = target::check_url(&parsed, state.alert_settings.allow_internal_targets).await {
+    if let Err(e) = target::check_url(&parsed, &state.alert_settings.allowed).await {
         return Err(ApiError::Invalid(
             json!({"url": [format!("is blocked: {e}")]}),
         ));

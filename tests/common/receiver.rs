@@ -1,5 +1,6 @@
 //! A webhook receiver on loopback for the alert tests: it records every request (path, headers,
-//! body) and answers 200, or 500 for the next few requests, or never (it hangs).
+//! body) and answers 200, or 500 for the next few requests, or never (it hangs), or a redirect
+//! for the paths told to.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ struct Inner {
     requests: Mutex<Vec<Recorded>>,
     failures_left: AtomicUsize,
     hang: AtomicBool,
+    /// path -> `Location` of a 307.
+    redirects: Mutex<std::collections::HashMap<String, String>>,
 }
 
 pub struct Receiver {
@@ -48,12 +52,25 @@ async fn record(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> Response {
+    let redirect = inner
+        .redirects
+        .lock()
+        .expect("lock")
+        .get(uri.path())
+        .cloned();
     inner.requests.lock().expect("lock").push(Recorded {
         path: uri.path().to_owned(),
         headers,
         body: body.to_vec(),
     });
+    if let Some(location) = redirect {
+        return (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response();
+    }
     if inner.hang.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
@@ -62,9 +79,9 @@ async fn record(
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
     if fail {
-        StatusCode::INTERNAL_SERVER_ERROR
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
     } else {
-        StatusCode::OK
+        StatusCode::OK.into_response()
     }
 }
 
@@ -92,6 +109,15 @@ impl Receiver {
     /// Answers 500 to the next `n` requests.
     pub fn fail_next(&self, n: usize) {
         self.inner.failures_left.store(n, Ordering::SeqCst);
+    }
+
+    /// Answers requests to `path` with a 307 to `location`.
+    pub fn redirect(&self, path: &str, location: &str) {
+        self.inner
+            .redirects
+            .lock()
+            .expect("lock")
+            .insert(path.to_owned(), location.to_owned());
     }
 
     /// Records requests and then never answers them, while `on`.
