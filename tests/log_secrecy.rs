@@ -1,6 +1,7 @@
 //! Secrets never reach the logs: with every module logging at TRACE, a run of management and
 //! ingestion requests (good and refused, tokens and keys in headers and query strings) leaves no
-//! token or key in the output.
+//! token or key in the output, and alert deliveries that fail, retry and are redirected leave
+//! no webhook URL path or signing secret.
 
 mod common;
 
@@ -8,8 +9,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::gitlab::{new_key, FakeGitlab, SHARED_TOKEN};
+use common::receiver::Receiver;
 use common::spawn_app_with;
 use faultline::config::Secret;
+use serde_json::json;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -42,6 +45,9 @@ async fn tokens_and_keys_never_appear_in_logs() {
     let app = spawn_app_with(move |c| {
         c.gitlab.url = Some(gitlab_url);
         c.gitlab.error_tracking_token = Some(Secret(SHARED_TOKEN.into()));
+        c.alerts.allow_internal_targets = true;
+        c.alerts.retry_base_ms = 50;
+        c.alerts.poll_interval_ms = 50;
     })
     .await;
     let (project, key, _) = app.project_with_key("secret").await;
@@ -129,7 +135,81 @@ async fn tokens_and_keys_never_appear_in_logs() {
             .expect("read");
     }
 
+    // Alerts: a webhook whose URL path is its credential fails twice, then succeeds; another
+    // is redirected.
+    let recv = Receiver::start().await;
+    recv.fail_next(2);
+    let hook_path = "/services/T0SECRET/B0SECRET/pathcredential0123";
+    recv.redirect(
+        "/redirected-credential-path",
+        &recv.url("/landed-credential-path"),
+    );
+    let (s, rule) = app
+        .call(
+            "POST",
+            &format!("/api/v4/projects/{project}/error_tracking/alert_rules"),
+            Some(&app.admin_token),
+            Some(json!({"name": "n", "new_error": true})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let mut secrets = Vec::new();
+    for path in [hook_path, "/redirected-credential-path"] {
+        let (s, c) = app
+            .call(
+                "POST",
+                &format!(
+                    "/api/v4/projects/{project}/error_tracking/alert_rules/{}/channels",
+                    rule["id"]
+                ),
+                Some(&app.admin_token),
+                Some(json!({"type": "webhook", "url": recv.url(path)})),
+            )
+            .await;
+        assert_eq!(s, 201);
+        secrets.push(c["secret"].as_str().expect("secret").to_owned());
+        let (s, _) = app
+            .call(
+                "POST",
+                &format!(
+                    "/api/v4/projects/{project}/error_tracking/alert_rules/{}/channels/{}/test",
+                    rule["id"], c["id"]
+                ),
+                Some(&app.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(s, 202);
+    }
+    common::eventually("every alert is delivered", || async {
+        let waiting: i64 = common::db(&app)
+            .query_row("SELECT COUNT(*) FROM alert_outbox", [], |r| r.get(0))
+            .expect("outbox");
+        waiting == 0
+    })
+    .await;
+    assert!(
+        recv.requests().len() >= 4,
+        "two failures and two deliveries"
+    );
+
     let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf-8 logs");
+    assert!(
+        logs.contains("alert delivery failed"),
+        "the capture works: the failed deliveries were logged"
+    );
+    for secret in secrets {
+        assert!(
+            !logs.contains(&secret),
+            "a webhook secret leaked into the logs"
+        );
+    }
+    for credential in ["T0SECRET", "pathcredential", "credential-path"] {
+        assert!(
+            !logs.contains(credential),
+            "a webhook URL leaked into the logs"
+        );
+    }
     assert!(
         logs.contains("request"),
         "the capture works: request lines were logged"
