@@ -166,7 +166,7 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let external_url = config.external_url_for(addr)?;
 
     let metrics = Arc::new(Metrics::new());
-    let alert_clock = Arc::new(crate::domain::clock::Clock::default());
+    let alert_clock = Arc::new(crate::clock::WallClock::default());
     let alerts_wake = Arc::new(tokio::sync::Notify::new());
     let alert_settings = config.alerts.settings()?;
     let alert_client =
@@ -221,7 +221,7 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         purge: purge.clone(),
         gitlab_token_digest: gitlab_token.map(|t| tokens::digest(&t.0)),
         gitlab,
-        clock: alert_clock.clone(),
+        alert_clock: alert_clock.clone(),
         alerts_wake: alerts_wake.clone(),
         alert_settings: alert_settings.clone(),
     });

@@ -1,8 +1,10 @@
-//! The clock that time-dependent caches read (today the GitLab key answers in `crate::gitlab`).
-//! Production uses the monotonic system clock; tests hand `app::spawn_with_clock` a
-//! [`ManualClock`] and move time forward themselves instead of sleeping through lifetimes.
+//! The clocks time-dependent code reads. [`Clock`] is monotonic, for caches (today the GitLab
+//! key answers in `crate::gitlab`): production uses the system's, tests hand
+//! `app::spawn_with_clock` a [`ManualClock`] and move time forward themselves instead of sleeping
+//! through lifetimes. [`WallClock`] is calendar time, for alerting, which stores times and
+//! compares them with the events' own timestamps: wall time plus an offset only tests move.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A monotonic clock: the time elapsed since some fixed origin.
@@ -59,6 +61,25 @@ impl Clock for ManualClock {
     }
 }
 
+/// Unix milliseconds, as the store keeps times, plus an offset that only tests move, so that a
+/// frequency rule's window and quiet period can be crossed without waiting for them.
+#[derive(Debug, Default)]
+pub struct WallClock {
+    offset_ms: AtomicI64,
+}
+
+impl WallClock {
+    pub fn now_millis(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis() + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    /// Moves this clock forward. Nothing in the server calls it; it exists for tests.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +92,17 @@ mod tests {
         assert_eq!(c.now(), Duration::from_secs(61));
         let s = SystemClock::new();
         assert!(s.now() <= s.now());
+    }
+
+    #[test]
+    fn wall_clock_is_calendar_time_plus_what_tests_add() {
+        let w = WallClock::default();
+        let before = chrono::Utc::now().timestamp_millis();
+        w.advance(Duration::from_secs(3600));
+        let now = w.now_millis();
+        assert!(
+            now >= before + 3_600_000 && now < before + 3_700_000,
+            "{now}"
+        );
     }
 }

@@ -318,7 +318,7 @@ async fn a_frequency_threshold_fires_once_then_again_after_its_quiet_period() {
         json!({"count": 3, "minutes": 10, "quiet_minutes": 30})
     );
     add_channel(&app, pid, &rule, "webhook", &recv.url("/hook")).await;
-    let clock = app.server.state.clock.clone();
+    let clock = app.server.state.alert_clock.clone();
     let send = |at: i64| {
         let app = &app;
         let key = key.clone();

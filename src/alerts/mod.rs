@@ -23,7 +23,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use url::Url;
 
-use crate::domain::clock::Clock;
+use crate::clock::WallClock;
 use crate::store::alerts::{ClaimedAlert, DeliveryResult, Trigger};
 use crate::store::{Store, StoreResult};
 use crate::writer::WriterHandle;
@@ -105,7 +105,7 @@ pub struct Delivery {
     pub store: Arc<dyn Store>,
     pub client: reqwest::Client,
     pub settings: AlertSettings,
-    pub clock: Arc<Clock>,
+    pub clock: Arc<WallClock>,
     /// Woken by the writer after a commit that queued alerts, and by the test call.
     pub wake: Arc<Notify>,
     /// Base of the links in messages.

@@ -2,7 +2,6 @@
 //! the in-memory key cache, (for ingestion) event extraction and grouping, and the read API's
 //! search syntax.
 
-pub mod clock;
 pub mod event;
 pub mod grouping;
 pub mod keycache;

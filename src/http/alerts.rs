@@ -189,7 +189,7 @@ pub async fn create(
     )?;
     let rule = state
         .store
-        .create_rule(project.id, spec, state.clock.now_millis())
+        .create_rule(project.id, spec, state.alert_clock.now_millis())
         .await?;
     Ok((StatusCode::CREATED, Json(rule_json(&rule))).into_response())
 }
@@ -306,7 +306,7 @@ pub async fn add_channel(
                 url: parsed.to_string(),
                 secret,
             },
-            state.clock.now_millis(),
+            state.alert_clock.now_millis(),
         )
         .await?
         .ok_or(ApiError::NotFound(RULE_NOT_FOUND))?;
@@ -349,7 +349,7 @@ async fn add_email_channel(
                 url: email::mailto(&recipients),
                 secret: None,
             },
-            state.clock.now_millis(),
+            state.alert_clock.now_millis(),
         )
         .await?
         .ok_or(ApiError::NotFound(RULE_NOT_FOUND))?;
@@ -386,7 +386,12 @@ pub async fn test_channel(
     // channel in the same way.
     if !state
         .store
-        .queue_test(project.id, rule.id, channel_id, state.clock.now_millis())
+        .queue_test(
+            project.id,
+            rule.id,
+            channel_id,
+            state.alert_clock.now_millis(),
+        )
         .await?
     {
         return Err(ApiError::NotFound(CHANNEL_NOT_FOUND));

@@ -68,7 +68,7 @@ pub struct AppParts {
     /// Asks GitLab about client keys faultline does not know (`gitlab.url` set).
     pub gitlab: Option<Arc<crate::gitlab::GitlabKeys>>,
     /// Alerting's clock (tests move it) and the delivery task's wake-up.
-    pub clock: Arc<crate::domain::clock::Clock>,
+    pub alert_clock: Arc<crate::clock::WallClock>,
     pub alerts_wake: Arc<tokio::sync::Notify>,
     pub alert_settings: crate::alerts::AlertSettings,
 }

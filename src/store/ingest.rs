@@ -16,7 +16,7 @@ use super::payload::PayloadCodec;
 use super::read::ErrorStatus;
 use super::sqlite::{now_millis, open_connection, SqliteOptions};
 use super::{StoreError, StoreResult};
-use crate::domain::clock::Clock;
+use crate::clock::WallClock;
 
 /// One stored event, with the fields grouping and listing need already extracted.
 #[derive(Debug, Clone)]
@@ -108,7 +108,7 @@ pub struct EventSink {
     /// `ingest_state.counted_through` as last committed.
     counted_through: i64,
     /// Alerting's clock: frequency windows and the outbox rows' times.
-    clock: Arc<Clock>,
+    clock: Arc<WallClock>,
     /// Woken after a commit that queued alerts, so delivery starts at once.
     alerts_queued: Arc<Notify>,
 }
@@ -197,13 +197,13 @@ impl EventSink {
             pending: PendingCounts::default(),
             has_pending: Arc::new(AtomicBool::new(false)),
             counted_through,
-            clock: Arc::new(Clock::default()),
+            clock: Arc::new(WallClock::default()),
             alerts_queued: Arc::new(Notify::new()),
         })
     }
 
     /// Shares alerting's clock and wake-up with the delivery task.
-    pub fn with_alerts(mut self, clock: Arc<Clock>, alerts_queued: Arc<Notify>) -> EventSink {
+    pub fn with_alerts(mut self, clock: Arc<WallClock>, alerts_queued: Arc<Notify>) -> EventSink {
         self.clock = clock;
         self.alerts_queued = alerts_queued;
         self
