@@ -176,6 +176,13 @@ impl WriterHandle {
         if !self.counts_pending.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.settle_counts_now().await
+    }
+
+    /// Like [`WriterHandle::settle_counts`], but always asks the writer, so that it also covers
+    /// a batch whose commit the caller has just seen in the database and whose counts the
+    /// writer may not have marked as waiting yet (alert delivery reads such rows).
+    pub async fn settle_counts_now(&self) -> Result<(), WriteError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .try_send(Message::SettleCounts(tx))

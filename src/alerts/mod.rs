@@ -169,13 +169,6 @@ impl Delivery {
 
     /// Claims and sends one round of due alerts; returns how many rows it claimed.
     async fn round(self: &Arc<Self>) -> StoreResult<usize> {
-        // Counts of a new error's events are written shortly after its batch; have them
-        // written before the claim reads the errors, so a message's count includes the event
-        // that caused it. Free when nothing waits; on failure the message goes out with what
-        // is stored.
-        if let Err(e) = self.writer.settle_counts().await {
-            tracing::debug!(error = %e, "counts not settled before alert delivery");
-        }
         let now = self.clock.now_millis();
         let lease = i64::try_from(self.settings.lease().as_millis()).unwrap_or(i64::MAX);
         let claimed = self
@@ -186,6 +179,7 @@ impl Delivery {
         if n == 0 {
             return Ok(0);
         }
+        let claimed = self.with_settled_counts(claimed).await?;
         let mut by_channel: BTreeMap<i64, Vec<ClaimedAlert>> = BTreeMap::new();
         for a in claimed {
             by_channel.entry(a.channel.id).or_default().push(a);
@@ -207,6 +201,37 @@ impl Delivery {
         }
         while tasks.join_next().await.is_some() {}
         Ok(n)
+    }
+
+    /// The error counts of a new error's events are written shortly after its batch. Once a
+    /// claim has seen the batch's outbox rows, the writer is asked to write what it holds (the
+    /// request queues behind that batch, whose counts it therefore covers), and the errors are
+    /// read again, so a message's count includes the event that caused it. If the writer
+    /// cannot be asked, the message goes out with what is stored.
+    async fn with_settled_counts(
+        &self,
+        mut claimed: Vec<ClaimedAlert>,
+    ) -> StoreResult<Vec<ClaimedAlert>> {
+        let ids: Vec<i64> = claimed
+            .iter()
+            .filter_map(|a| a.error.as_ref().map(|e| e.id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(claimed);
+        }
+        if let Err(e) = self.writer.settle_counts_now().await {
+            tracing::debug!(error = %e, "counts not settled before alert delivery");
+            return Ok(claimed);
+        }
+        let mut fresh = self.store.alerted_errors(ids).await?;
+        for a in &mut claimed {
+            if let Some(id) = a.error.as_ref().map(|e| e.id) {
+                if let Some(e) = fresh.remove(&id).or_else(|| a.error.take()) {
+                    a.error = Some(e);
+                }
+            }
+        }
+        Ok(claimed)
     }
 
     /// Splits one channel's claimed alerts into single messages and, past the rule's hourly

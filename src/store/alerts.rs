@@ -230,6 +230,11 @@ pub trait AlertStore: Send + Sync {
     async fn postpone(&self, outbox_ids: Vec<i64>, at: i64) -> StoreResult<()>;
     /// When the earliest waiting row falls due, if any waits.
     async fn next_due(&self) -> StoreResult<Option<i64>>;
+    /// The errors `ids` as an alert shows them, read now.
+    async fn alerted_errors(
+        &self,
+        ids: Vec<i64>,
+    ) -> StoreResult<std::collections::HashMap<i64, AlertedError>>;
 }
 
 fn list_json(v: &[String]) -> String {
@@ -871,6 +876,22 @@ impl AlertStore for SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn alerted_errors(
+        &self,
+        ids: Vec<i64>,
+    ) -> StoreResult<std::collections::HashMap<i64, AlertedError>> {
+        self.run(move |c| {
+            let mut out = std::collections::HashMap::with_capacity(ids.len());
+            for id in ids {
+                if let Some(e) = error_for_alert(c, id)? {
+                    out.insert(id, e);
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -380,9 +380,6 @@ impl EventSink {
         })?;
         self.known_users.remember(stored.users);
         self.known_tags.remember(stored.tags);
-        if alerts_queued > 0 {
-            self.alerts_queued.notify_one();
-        }
         if flush {
             self.counted_through = self
                 .counted_through
@@ -394,6 +391,10 @@ impl EventSink {
             self.pending.merge(stored.counts);
             // Before the caller answers any job of this batch.
             self.has_pending.store(true, Ordering::Release);
+        }
+        // After the flag: delivery has the counts written first, and must see them waiting.
+        if alerts_queued > 0 {
+            self.alerts_queued.notify_one();
         }
         Ok(outcomes)
     }
