@@ -1,5 +1,5 @@
 //! Offline operator commands (`faultline admin ...`): the identity operations of the API, run
-//! directly against the database and printed as JSON.
+//! directly against the database and printed as JSON, and `set-password` for the web UI.
 
 use anyhow::{bail, Context};
 use chrono::NaiveDate;
@@ -8,9 +8,9 @@ use serde_json::json;
 
 use crate::app::open_store;
 use crate::config::Config;
-use crate::domain::tokens;
+use crate::domain::{passwords, tokens};
 use crate::http::identity::{path_from_name, valid_segment};
-use crate::store::{AccessLevel, NewProject, NewToken, NewUser, Store};
+use crate::store::{AccessLevel, NewProject, NewToken, NewUser, Store, WebStore};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -71,6 +71,16 @@ pub enum AdminCommand {
     RevokeToken {
         #[arg(long)]
         id: i64,
+    },
+    /// Set a user's web UI password (Argon2id); ends the user's web sessions. Without
+    /// --stdin a random password is generated and printed once.
+    SetPassword {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input instead (it never appears
+        /// in the process list or the shell history).
+        #[arg(long)]
+        stdin: bool,
     },
 }
 
@@ -214,6 +224,29 @@ pub async fn run(config: &Config, cmd: AdminCommand, create_database: bool) -> a
                     .map(|t| crate::http::identity::token_json(t, None))
                     .collect(),
             )
+        }
+        AdminCommand::SetPassword { username, stdin } => {
+            let u = store
+                .user_by_username(&username)
+                .await?
+                .context("no such user")?;
+            let (password, generated) = if stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+            } else {
+                (passwords::generate(), true)
+            };
+            passwords::check_new(&password)?;
+            let hash = passwords::hash(&password)?;
+            store.set_password(u.id, hash).await?;
+            if generated {
+                json!({"username": u.username, "password": password})
+            } else {
+                json!({"username": u.username, "password_set": true})
+            }
         }
         AdminCommand::RevokeToken { id } => {
             if !store.revoke_token(id).await? {

@@ -25,10 +25,11 @@ use crate::metrics::Metrics;
 use crate::store::checkpoint::Checkpointer;
 use crate::store::ingest::EventSink;
 use crate::store::sqlite::SqliteOptions;
-use crate::store::{NewToken, NewUser, SqliteStore, Store};
+use crate::store::{NewToken, NewUser, SqliteStore, Store, WebStore};
 use crate::writer::{Writer, WriterConfig};
 
-/// Name of the file the first start writes the administrator's token to.
+/// Name of the file the first start writes the administrator's token (first line) and the
+/// web UI password of `root` (second line) to.
 pub const INITIAL_TOKEN_FILE: &str = "initial_admin_token";
 
 /// A running gateway.
@@ -37,6 +38,8 @@ pub struct Server {
     pub state: AppState,
     /// The token created on first start, if this start created one.
     pub initial_admin_token: Option<String>,
+    /// The web UI password of `root` created on first start, with the token.
+    pub initial_admin_password: Option<String>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -145,7 +148,11 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         .with_context(|| format!("binding {}", config.listen))?;
     let lock = lock_data_dir(&config.data_dir)?;
     let store = open_store(&config)?;
-    let initial_admin_token = bootstrap_admin(&store, &config).await?;
+    let initial = bootstrap_admin(&store, &config).await?;
+    let (initial_admin_token, initial_admin_password) = match initial {
+        Some(i) => (Some(i.token), Some(i.password)),
+        None => (None, None),
+    };
 
     let settings = store.all_settings().await.context("loading settings")?;
     let key_count = store.key_count().await.context("counting client keys")?;
@@ -224,6 +231,7 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         alert_clock: alert_clock.clone(),
         alerts_wake: alerts_wake.clone(),
         alert_settings: alert_settings.clone(),
+        sign_in_throttle: Arc::new(crate::domain::passwords::SignInThrottle::new()),
     });
     let router = http::router(state.clone());
     let (tx, rx) = watch::channel(false);
@@ -276,6 +284,7 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         addr,
         state,
         initial_admin_token,
+        initial_admin_password,
         shutdown: tx,
         task,
     })
@@ -292,6 +301,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = writeln!(
             std::io::stdout(),
             "Initial administrator token (shown once, also saved to the data directory): {token}"
+        );
+    }
+    if let Some(password) = &server.initial_admin_password {
+        let _ = writeln!(
+            std::io::stdout(),
+            "Initial web UI password of root (shown once, also saved to the data directory): {password}"
         );
     }
     let stop = server.shutdown_handle();
@@ -331,12 +346,13 @@ async fn wait_for_signal() {
 /// Makes sure an administrator can log in:
 /// - with `admin_token` configured, that token is accepted (created for the `root` user, made
 ///   an administrator if needed, when its digest is not stored yet);
-/// - otherwise, on an empty database, a `root` administrator and a token are created, and the
-///   token is written to `<data dir>/initial_admin_token` with mode 0600 and returned.
+/// - otherwise, on an empty database, a `root` administrator with a token and a web UI password
+///   are created; both are written to `<data dir>/initial_admin_token` (the token on the first
+///   line, the password on the second) with mode 0600 and returned.
 pub async fn bootstrap_admin(
     store: &SqliteStore,
     config: &Config,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Option<InitialAdmin>> {
     if let Some(secret) = &config.admin_token {
         let digest = tokens::digest(&secret.0);
         if store.token_by_digest(digest).await?.is_some() {
@@ -375,10 +391,26 @@ pub async fn bootstrap_admin(
             digest: tokens::digest(&secret),
         })
         .await?;
+    let password = crate::domain::passwords::generate();
+    let hash = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || crate::domain::passwords::hash(&password)).await??
+    };
+    store.set_password(root.id, hash).await?;
     let path = config.data_dir.join(INITIAL_TOKEN_FILE);
-    write_secret_file(&path, &secret)?;
-    tracing::info!(file = %path.display(), "created administrator 'root'; its token was written to the file");
-    Ok(Some(secret))
+    write_secret_file(&path, &format!("{secret}\n{password}"))?;
+    tracing::info!(file = %path.display(), "created administrator 'root'; its token and password were written to the file");
+    Ok(Some(InitialAdmin {
+        token: secret,
+        password,
+    }))
+}
+
+/// What the first start creates for `root`.
+pub struct InitialAdmin {
+    pub token: String,
+    /// The web UI password.
+    pub password: String,
 }
 
 /// The administrator every fresh installation gets.

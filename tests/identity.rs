@@ -818,7 +818,15 @@ async fn first_start_writes_the_admin_token_file_once() {
     let app = spawn_app().await;
     let file = app.dir.path().join(faultline::app::INITIAL_TOKEN_FILE);
     let content = std::fs::read_to_string(&file).expect("token file");
-    assert_eq!(content.trim_end(), app.admin_token);
+    let mut lines = content.lines();
+    assert_eq!(lines.next(), Some(app.admin_token.as_str()));
+    // The second line is root's web UI password, the one the start printed.
+    assert_eq!(
+        lines.next(),
+        app.server.initial_admin_password.as_deref(),
+        "{content}"
+    );
+    assert_eq!(lines.next(), None);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

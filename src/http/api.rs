@@ -194,6 +194,17 @@ enum ParamProblem {
 }
 
 impl Params {
+    /// Parameters of a query string alone: the web UI's list pages take the read API's
+    /// parameters and run them through the same validation.
+    pub(crate) fn from_query(query: &str) -> Params {
+        let mut values = Map::new();
+        merge_urlencoded(&mut values, query.as_bytes());
+        Params {
+            values,
+            ..Default::default()
+        }
+    }
+
     pub fn is_write(&self) -> bool {
         self.method != Method::GET && self.method != Method::HEAD
     }

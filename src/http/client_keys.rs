@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::api::{project_access, ApiError, ApiResult, Pagination, Params};
 use super::AppState;
-use crate::domain::keys::{dsn, generate_public_key};
+use crate::domain::keys::dsn;
 use crate::store::{AccessLevel, ClientKey};
 
 /// Exactly `{id, active, public_key, sentry_dsn}`.
@@ -42,11 +42,7 @@ pub async fn create(
     params: Params,
 ) -> ApiResult<Response> {
     let (_, project) = project_access(&state, &params, &id, AccessLevel::MAINTAINER).await?;
-    let key = state
-        .store
-        .create_key(project.id, generate_public_key())
-        .await?;
-    state.keys.upsert_key(&key);
+    let key = super::ops::create_key(&state, project.id).await?;
     Ok((StatusCode::CREATED, Json(key_json(&state, &key))).into_response())
 }
 
@@ -59,12 +55,9 @@ pub async fn delete(
     let key_id: i64 = key_id
         .parse()
         .map_err(|_| ApiError::BadParams("key_id is invalid".into()))?;
-    let key = state
-        .store
-        .delete_key(project.id, key_id)
+    // The cache is updated before the answer, so the very next event with this key is refused.
+    let key = super::ops::delete_key(&state, project.id, key_id)
         .await?
         .ok_or(ApiError::NotFound("404 Not found"))?;
-    // The cache is updated before the answer, so the very next event with this key is refused.
-    state.keys.remove_key(&key.public_key);
     Ok(Json(key_json(&state, &key)))
 }

@@ -7,10 +7,12 @@ pub mod client_keys;
 pub mod health;
 pub mod identity;
 pub mod ingest;
+pub mod ops;
 pub mod read;
 pub mod sentry_api;
 pub mod serve;
 pub mod settings;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,6 +73,8 @@ pub struct AppParts {
     pub alert_clock: Arc<crate::clock::WallClock>,
     pub alerts_wake: Arc<tokio::sync::Notify>,
     pub alert_settings: crate::alerts::AlertSettings,
+    /// Failed web sign-ins per username, to slow guessing down.
+    pub sign_in_throttle: Arc<crate::domain::passwords::SignInThrottle>,
 }
 
 /// Whether a path segment is a numeric id: a non-empty run of ASCII digits. `str::parse` alone
@@ -147,18 +151,19 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest::routes())
         .merge(read::routes())
+        .merge(ui::routes())
         .nest("/api/v4", v4)
         .nest("/api/0", sentry_api::routes())
         .route("/-/health", get(health::health))
         .route("/-/readiness", get(health::readiness))
         .route("/metrics", get(health::metrics))
-        .fallback(not_found)
+        .fallback(ui::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
-async fn not_found() -> Response {
+pub(crate) async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({"message": "404 Not Found"})),
@@ -166,7 +171,7 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-async fn method_not_allowed() -> Response {
+pub(crate) async fn method_not_allowed() -> Response {
     (
         StatusCode::METHOD_NOT_ALLOWED,
         Json(json!({"message": "405 Method Not Allowed"})),

@@ -140,23 +140,11 @@ async fn update_error(
         Some(s) => ErrorStatus::parse(&s).ok_or_else(|| invalid_value("status"))?,
     };
     let project_id = project.ok_or(UNKNOWN_ERROR)?;
-    settle_counts(&state).await;
-    let error = state
-        .store
-        .set_error_status(project_id, fingerprint, status)
-        .await?;
+    let error = super::ops::set_error_status(&state, project_id, fingerprint, status).await?;
     Ok(Json(error_json(&error.ok_or(UNKNOWN_ERROR)?)))
 }
 
-/// Makes sure the error counts this request shows include every event acknowledged before it
-/// (the writer keeps them in memory for a moment; see `store::counts`). If they cannot be
-/// written now (a full disk, say) the request goes on with what is stored: the events are safe,
-/// and their counts are written later or recounted at the next start.
-async fn settle_counts(state: &AppState) {
-    if let Err(e) = state.writer.settle_counts().await {
-        tracing::warn!(error = %e, "error counts not settled before a read");
-    }
-}
+use super::ops::settle_counts;
 
 async fn list_events(
     State(state): State<AppState>,
@@ -361,14 +349,14 @@ fn parse_choice<T>(
 }
 
 /// The validated parameters of `GET .../errors`.
-struct ErrorListArgs {
-    status: ErrorStatus,
-    sort: ErrorSort,
+pub(crate) struct ErrorListArgs {
+    pub(crate) status: ErrorStatus,
+    pub(crate) sort: ErrorSort,
     /// `query` as sent, repeated in the next page's link.
-    query: Option<String>,
+    pub(crate) query: Option<String>,
     search: Search,
-    environment: Option<String>,
-    release: Option<String>,
+    pub(crate) environment: Option<String>,
+    pub(crate) release: Option<String>,
     limit: u32,
     at: Start,
 }
@@ -385,7 +373,7 @@ const ERROR_LIST_PARAMS: &[&str] = &[
 ];
 
 impl ErrorListArgs {
-    fn parse(params: &Params) -> ApiResult<ErrorListArgs> {
+    pub(crate) fn parse(params: &Params) -> ApiResult<ErrorListArgs> {
         let mut p = Problems::default();
         p.unknown(params, ERROR_LIST_PARAMS);
         let status = p.or(
@@ -426,7 +414,7 @@ impl ErrorListArgs {
         })
     }
 
-    fn query(&self, project_id: i64) -> ErrorQuery {
+    pub(crate) fn query(&self, project_id: i64) -> ErrorQuery {
         let mut tags = self.search.tags.clone();
         for (key, value) in [
             ("environment", &self.environment),
@@ -450,6 +438,13 @@ impl ErrorListArgs {
     }
 
     fn links(&self, state: &AppState, params: &Params, ends: Ends) -> Option<String> {
+        let pairs = self.pairs();
+        let kind = CursorKind::Errors(self.sort);
+        links(state, params, kind, &pairs, ends)
+    }
+
+    /// This list's parameters with the defaults spelled out, without the cursor.
+    pub(crate) fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut pairs = vec![
             ("status", self.status.as_str().to_owned()),
             ("sort", error_sort_name(self.sort).to_owned()),
@@ -464,8 +459,12 @@ impl ErrorListArgs {
                 pairs.push((name, v.clone()));
             }
         }
-        let kind = CursorKind::Errors(self.sort);
-        links(state, params, kind, &pairs, ends)
+        pairs
+    }
+
+    /// The opaque cursor of the page after `next`.
+    pub(crate) fn cursor(&self, next: Keyset) -> String {
+        cursor::encode(CursorKind::Errors(self.sort), next)
     }
 }
 
@@ -478,7 +477,7 @@ fn parse_error_sort(s: &str) -> Option<ErrorSort> {
     }
 }
 
-fn error_sort_name(s: ErrorSort) -> &'static str {
+pub(crate) fn error_sort_name(s: ErrorSort) -> &'static str {
     match s {
         ErrorSort::LastSeenDesc => "last_seen_desc",
         ErrorSort::FirstSeenDesc => "first_seen_desc",
@@ -638,13 +637,13 @@ fn message_json(m: &StoredMessage) -> Value {
 
 /// Which list (and order) a cursor was made for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CursorKind {
+pub(crate) enum CursorKind {
     Errors(ErrorSort),
     Events(EventSort),
     Messages,
 }
 
-mod cursor {
+pub(crate) mod cursor {
     //! `base64url(<tag>:<key>:<id>)`: opaque to clients, trivially checked here.
     use super::*;
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::api::{project_access, ApiError, ApiResult, Params};
 use super::AppState;
 use crate::domain::keys::generate_public_key;
-use crate::store::{AccessLevel, ClientKey, Setting, SettingRow};
+use crate::store::{AccessLevel, Setting, SettingRow};
 
 const NOT_FOUND: &str = "404 Error Tracking Setting Not Found";
 
@@ -20,13 +20,6 @@ fn body(row: &SettingRow) -> Json<Value> {
         "api_url": row.external.api_url,
         "integrated": row.setting.integrated,
     }))
-}
-
-fn apply(state: &AppState, row: &SettingRow, first_key: Option<ClientKey>) {
-    if let Some(k) = first_key {
-        state.keys.upsert_key(&k);
-    }
-    state.keys.set_setting(row.setting);
 }
 
 pub async fn get(
@@ -56,11 +49,7 @@ pub async fn put(
         active: b["active"],
         integrated: b["integrated"],
     };
-    let (row, key) = state
-        .store
-        .put_setting(setting, generate_public_key())
-        .await?;
-    apply(&state, &row, key);
+    let row = super::ops::put_setting(&state, setting).await?;
     Ok(body(&row))
 }
 
@@ -82,6 +71,6 @@ pub async fn patch(
         )
         .await?
         .ok_or(ApiError::NotFound(NOT_FOUND))?;
-    apply(&state, &row, key);
+    super::ops::apply_setting(&state, &row, key);
     Ok(body(&row))
 }

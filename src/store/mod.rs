@@ -12,6 +12,7 @@ pub mod purge;
 pub mod read;
 pub mod retention;
 pub mod sqlite;
+pub mod web;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -20,6 +21,7 @@ use serde::Serialize;
 pub use alerts::AlertStore;
 pub use read::ReadStore;
 pub use sqlite::SqliteStore;
+pub use web::WebStore;
 
 /// Failures of the storage layer. Nothing here knows about HTTP; the HTTP layer maps these to a
 /// 5xx (or, for the few domain conflicts, a 4xx).
@@ -191,9 +193,9 @@ pub struct Page<T> {
 
 /// The management side of the store. Every method is a short transaction; ingestion does not go
 /// through this trait (see [`crate::writer`]). The read API's queries come from the [`ReadStore`]
-/// supertrait ([`read`]).
+/// supertrait ([`read`]), the web UI's sessions and summaries from [`WebStore`] ([`web`]).
 #[async_trait]
-pub trait Store: ReadStore + AlertStore + Send + Sync + 'static {
+pub trait Store: ReadStore + AlertStore + WebStore + Send + Sync + 'static {
     /// Cheap query proving the database answers; used by `/-/readiness`.
     async fn ping(&self) -> StoreResult<()>;
 

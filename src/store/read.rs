@@ -792,6 +792,72 @@ fn keyset_range(after: Option<Keyset>, cmp: &str, args: &mut Vec<SqlValue>) -> S
     format!("AND (occurred_at, id) {cmp} (?{n}, ?{})", n + 1)
 }
 
+const EVENT_COLS: &str = "id, event_id, occurred_at, payload, name, description, actor,
+    environment, platform, payload_codec";
+
+/// An event row of [`EVENT_COLS`] with its payload codec, the payload not yet decoded.
+fn event_row(
+    r: &Row<'_>,
+    project_id: i64,
+    fingerprint: i64,
+) -> rusqlite::Result<(i64, StoredEvent)> {
+    let occurred_ms: i64 = r.get(2)?;
+    let codec: i64 = r.get(9)?;
+    Ok((
+        codec,
+        StoredEvent {
+            id: r.get(0)?,
+            project_id,
+            fingerprint,
+            event_id: r.get(1)?,
+            occurred_at: ms_to_dt(occurred_ms),
+            payload: r.get(3)?,
+            name: r.get(4)?,
+            description: r.get(5)?,
+            actor: r.get(6)?,
+            environment: r.get(7)?,
+            platform: r.get(8)?,
+            occurred_ms,
+        },
+    ))
+}
+
+/// One event of the error `fingerprint` by row id, its payload decoded (the web UI's event
+/// view).
+pub(crate) fn error_event(
+    conn: &Connection,
+    project_id: i64,
+    fingerprint: i64,
+    event_row_id: i64,
+) -> StoreResult<Option<StoredEvent>> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLS} FROM events WHERE id = ?3 AND error_id =
+                 (SELECT id FROM errors WHERE project_id = ?1 AND fingerprint = ?2)"
+        ))?
+        .query_row(params![project_id, fingerprint, event_row_id], |r| {
+            event_row(r, project_id, fingerprint)
+        })
+        .optional()?;
+    match found {
+        None => Ok(None),
+        Some((codec, mut event)) => {
+            event.payload = payload::event_json(codec, std::mem::take(&mut event.payload))?;
+            Ok(Some(event))
+        }
+    }
+}
+
+impl StoredEvent {
+    /// Where this event sits in its error's event lists, for paging from it.
+    pub fn keyset(&self) -> Keyset {
+        Keyset {
+            key: self.occurred_ms,
+            id: self.id,
+        }
+    }
+}
+
 fn list_error_events(
     conn: &Connection,
     q: &EventQuery,
@@ -815,34 +881,13 @@ fn list_error_events(
     let mut args = vec![SqlValue::Integer(error_id)];
     let range = keyset_range(q.after, cmp, &mut args);
     let sql = format!(
-        "SELECT id, event_id, occurred_at, payload, name, description, actor, environment, platform,
-                payload_codec
+        "SELECT {EVENT_COLS}
          FROM events WHERE error_id = ?1 {range}
          ORDER BY occurred_at {dir}, id {dir} LIMIT ?{}",
         args.len() + 1
     );
     args.push(SqlValue::Integer(i64::from(q.limit) + 1));
-    let row = |r: &Row<'_>| {
-        let occurred_ms: i64 = r.get(2)?;
-        let codec: i64 = r.get(9)?;
-        Ok((
-            codec,
-            StoredEvent {
-                id: r.get(0)?,
-                project_id: q.project_id,
-                fingerprint: q.fingerprint,
-                event_id: r.get(1)?,
-                occurred_at: ms_to_dt(occurred_ms),
-                payload: r.get(3)?,
-                name: r.get(4)?,
-                description: r.get(5)?,
-                actor: r.get(6)?,
-                environment: r.get(7)?,
-                platform: r.get(8)?,
-                occurred_ms,
-            },
-        ))
-    };
+    let row = |r: &Row<'_>| event_row(r, q.project_id, q.fingerprint);
     let page = keyset_page(conn, &sql, args, q.limit, row, |(_, e)| Keyset {
         key: e.occurred_ms,
         id: e.id,

@@ -379,6 +379,20 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX alert_deliveries_channel ON alert_deliveries(channel_id, delivered_at);
     "#,
+    // 13: the web UI's sign-in (`store::web`): an Argon2id hash per user (NULL: no password
+    // yet, so no UI sign-in) and server-side sessions, found by the SHA-256 digest of the
+    // cookie's secret, so that they survive a restart and a stolen database holds no cookie.
+    r#"
+    ALTER TABLE users ADD COLUMN password_hash TEXT;
+    CREATE TABLE web_sessions (
+        digest     BLOB PRIMARY KEY,
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX web_sessions_by_user ON web_sessions(user_id);
+    "#,
 ];
 
 /// Applies the migrations that are not yet applied, each in its own transaction.
