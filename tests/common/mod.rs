@@ -558,3 +558,183 @@ pub fn sdk(dsn: &str) -> (Arc<sentry::Hub>, Arc<sentry::Client>) {
     ));
     (hub, client)
 }
+
+/// A browser's session with the web UI, as plain HTTP: the session cookie and the CSRF token
+/// its pages carry. Redirects are not followed, so tests see every `303` and where it points.
+pub struct Web {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// `faultline_session=...`, or empty before signing in.
+    pub cookie: String,
+    pub csrf: String,
+}
+
+/// One web UI answer.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn location(&self) -> Option<&str> {
+        self.header("location")
+    }
+}
+
+/// The value of the first `name="csrf"` hidden field of a page.
+pub fn csrf_of(html: &str) -> Option<String> {
+    let at = html.find(r#"name="csrf" value=""#)? + r#"name="csrf" value=""#.len();
+    let end = html[at..].find('"')?;
+    Some(html[at..at + end].to_owned())
+}
+
+/// The value of `name` among a response's `Set-Cookie` headers.
+pub fn set_cookie_value(headers: &reqwest::header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.to_owned())
+}
+
+impl Web {
+    pub fn new(base: &str) -> Web {
+        Web {
+            base: base.to_owned(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("client"),
+            cookie: String::new(),
+            csrf: String::new(),
+        }
+    }
+
+    async fn read(resp: reqwest::Response) -> Page {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.expect("body");
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        let mut req = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("accept", "text/html");
+        if !self.cookie.is_empty() {
+            req = req.header("cookie", &self.cookie);
+        }
+        Self::read(req.send().await.expect("request sent")).await
+    }
+
+    /// Posts a form as is (add `("csrf", &web.csrf)` to send the token).
+    pub async fn post_raw(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "text/html")
+            .body(body);
+        if !self.cookie.is_empty() {
+            req = req.header("cookie", &self.cookie);
+        }
+        Self::read(req.send().await.expect("request sent")).await
+    }
+
+    /// Posts a form with this session's CSRF token.
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post_raw(path, &all).await
+    }
+
+    /// Tries to sign in; returns the answer to the form.
+    pub async fn try_sign_in(&mut self, username: &str, password: &str) -> Page {
+        let form = self.get("/users/sign_in").await;
+        assert_eq!(form.status, 200, "sign-in page");
+        let token = csrf_of(&form.body).expect("sign-in form has a CSRF token");
+        let cookie = set_cookie_value(&form.headers, "faultline_sign_in").expect("CSRF cookie");
+        let cookie = cookie.split(';').next().expect("pair").to_owned();
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("csrf", token.as_str()),
+                ("username", username),
+                ("password", password),
+                ("redirect", "/"),
+            ])
+            .finish();
+        let resp = self
+            .client
+            .post(format!("{}/users/sign_in", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", cookie)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let page = Self::read(resp).await;
+        if let Some(c) = set_cookie_value(&page.headers, "faultline_session") {
+            self.cookie = c.split(';').next().expect("pair").to_owned();
+            let home = self.get("/").await;
+            assert_eq!(home.status, 200, "home after sign-in: {}", home.body);
+            self.csrf = csrf_of(&home.body).expect("pages carry the CSRF token");
+        }
+        page
+    }
+
+    /// Signs in and asserts it worked.
+    pub async fn sign_in(base: &str, username: &str, password: &str) -> Web {
+        let mut web = Web::new(base);
+        let page = web.try_sign_in(username, password).await;
+        assert_eq!(page.status, 303, "sign-in as {username}: {}", page.body);
+        web
+    }
+}
+
+impl TestApp {
+    /// Gives `user_id` a web UI password, straight through the server's store as
+    /// `faultline admin set-password` does.
+    pub async fn give_password(&self, user_id: i64, password: &str) {
+        let hash = faultline::domain::passwords::hash(password).expect("hash");
+        assert!(faultline::store::WebStore::set_password(
+            self.server.state.store.as_ref(),
+            user_id,
+            hash
+        )
+        .await
+        .expect("password stored"));
+    }
+
+    /// A web session of `root`, signed in with the password the first start made.
+    pub async fn root_web(&self) -> Web {
+        let password = self
+            .server
+            .initial_admin_password
+            .clone()
+            .expect("first start makes root's password");
+        Web::sign_in(&self.base, "root", &password).await
+    }
+
+    /// A user (see [`TestApp::member`]) with a web UI password, signed in.
+    pub async fn web_member(&self, username: &str, project_id: i64, level: Option<i64>) -> Web {
+        let user = self.member(username, project_id, level).await;
+        let password = format!("{username}-password");
+        self.give_password(user.id, &password).await;
+        Web::sign_in(&self.base, username, &password).await
+    }
+}
