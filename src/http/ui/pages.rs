@@ -471,7 +471,7 @@ fn error_row(base: &str, e: &TrackedError, pick: bool, now: DateTime<Utc>) -> Ma
             }
             td class="error-cell" {
                 a class="title" href={(base) "/error_tracking/" (e.fingerprint) "/details"} { (e.name) }
-                @if !e.description.is_empty() { div class="desc" { (e.description) } }
+                @if !e.description.is_empty() && e.description != e.name { div class="desc" { (e.description) } }
                 @if !e.actor.is_empty() { div class="culprit muted small" { (e.actor) } }
             }
             td class="num" { (count(e.event_count)) }
@@ -652,7 +652,7 @@ pub async fn details(ctx: Ctx<'_>, fingerprint: i64) -> UiResult<Response> {
         section class="card error-head" {
             div class="error-title" {
                 h2 { (error.name) " " (views::status_badge(error.status)) }
-                @if !error.description.is_empty() { p class="desc" { (error.description) } }
+                @if !error.description.is_empty() && error.description != error.name { p class="desc" { (error.description) } }
                 @if !error.actor.is_empty() { p class="culprit muted" { (error.actor) } }
             }
             @if can_triage {
