@@ -946,3 +946,84 @@ async fn pages_render_every_recorded_sdk_fixture() {
         assert!(p.body.contains("Raw JSON"), "an event is shown for {fp}");
     }
 }
+
+/// `faultline admin set-password`, beside the running server: from standard input, or
+/// generated and printed once; either way the old password and the user's sessions end.
+#[tokio::test]
+async fn admin_set_password_sets_the_web_password() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let app = spawn_app().await;
+    let old = app.server.initial_admin_password.clone().expect("password");
+    let session = app.root_web().await;
+    let admin = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
+        cmd.arg("--data-dir")
+            .arg(app.dir.path())
+            .arg("admin")
+            .args(args)
+            .env_remove("FAULTLINE_DATA_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let mut child = admin(&["set-password", "--username", "root", "--stdin"])
+        .spawn()
+        .expect("admin runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"a new long password\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("admin ends");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(printed, json!({"username": "root", "password_set": true}));
+    assert_page(&session.get("/").await, 303, "the old session");
+    let mut web = Web::new(&app.base);
+    assert_page(
+        &web.try_sign_in("root", &old).await,
+        401,
+        "the old password",
+    );
+    Web::sign_in(&app.base, "root", "a new long password").await;
+
+    // Generated: printed once, and it works.
+    let out = admin(&["set-password", "--username", "root"])
+        .output()
+        .expect("admin runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let generated = printed["password"].as_str().expect("password");
+    assert!(generated.len() >= 20, "{generated}");
+    Web::sign_in(&app.base, "root", generated).await;
+
+    // Too short, and an unknown user, are refused with a message.
+    let mut child = admin(&["set-password", "--username", "root", "--stdin"])
+        .spawn()
+        .expect("admin runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"short\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("admin ends");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 8 characters"));
+    let out = admin(&["set-password", "--username", "nobody"])
+        .output()
+        .expect("admin runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such user"));
+}

@@ -1,4 +1,4 @@
-//! The web UI: server-rendered pages at GitLab-shaped URLs (`/:namespace/:project/-/error_tracking`,
+//! The web UI (docs/protocol.md, "Web UI"): server-rendered pages at GitLab-shaped URLs (`/:namespace/:project/-/error_tracking`,
 //! `.../-/settings/error_tracking`), signed in with a username and password. Markup comes from
 //! `maud` (checked at compile time, every interpolated value escaped); CSS and JavaScript are
 //! embedded in the binary and served from `/-/ui/static/`. Every answer carries a strict
