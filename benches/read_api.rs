@@ -7,6 +7,10 @@
 //! through the API while another project keeps sending events, and the same is printed for the
 //! background removal of its rows.
 //!
+//! Before that, the web UI's pages over the same data: the error list (plain, searched, filtered,
+//! a deep page) and an error's detail (the busiest error, whose event list and tag counts are the
+//! largest, and a quiet one), signed in as `root`. The issue's bound is 50 ms median for each.
+//!
 //! `cargo bench --bench read_api`. Scale with `FAULTLINE_BENCH_EVENTS` (default 1000000) and
 //! `FAULTLINE_BENCH_ERRORS` (default 10000); `FAULTLINE_BENCH_RUNS` sets the timed runs per
 //! request (default 50).
@@ -285,6 +289,91 @@ async fn deep_page(
             .to_owned();
     }
     Ok(path)
+}
+
+/// Signs in to the web UI and returns the `Cookie` header value of the session.
+async fn ui_session(base: &str, password: &str) -> anyhow::Result<String> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let form = client.get(format!("{base}/users/sign_in")).send().await?;
+    let cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("faultline_sign_in="))
+        .and_then(|v| v.split(';').next())
+        .context("the sign-in form's cookie")?
+        .to_owned();
+    let html = form.text().await?;
+    let marker = r#"name="csrf" value=""#;
+    let at = html.find(marker).context("a CSRF field")? + marker.len();
+    let csrf = html[at..]
+        .split('"')
+        .next()
+        .context("its value")?
+        .to_owned();
+    let resp = client
+        .post(format!("{base}/users/sign_in"))
+        .header("cookie", cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", "root"),
+            ("password", password),
+        ])
+        .send()
+        .await?;
+    let session = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("faultline_session="))
+        .and_then(|v| v.split(';').next())
+        .context("signed in")?
+        .to_owned();
+    Ok(session)
+}
+
+/// Times a web UI page as [`time_get`] times an API request; `items` is the page's size in KiB.
+async fn time_page(
+    client: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    label: &str,
+    path: &str,
+    runs: usize,
+) -> anyhow::Result<Timing> {
+    let mut samples = Vec::with_capacity(runs);
+    let mut size = 0;
+    for run in 0..runs + 3 {
+        let started = Instant::now();
+        let resp = client
+            .get(format!("{base}{path}"))
+            .header("cookie", cookie)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        let took = started.elapsed();
+        if !status.is_success() {
+            bail!("{path}: {status}");
+        }
+        size = body.len() / 1024;
+        if run >= 3 {
+            samples.push(took);
+        }
+    }
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Ok(Timing {
+        label: label.to_owned(),
+        median: pick(0.5),
+        p95: pick(0.95),
+        max: *samples.last().context("at least one run")?,
+        items: size,
+    })
 }
 
 /// Latencies of ingestion requests, and how many were refused.
@@ -692,6 +781,60 @@ async fn main() -> anyhow::Result<()> {
             t.items
         );
     }
+
+    // The web UI over the same data.
+    let password = server
+        .initial_admin_password
+        .clone()
+        .context("a fresh data directory creates root's password")?;
+    let cookie = ui_session(&base, &password).await?;
+    let ui = "/bench/shop/-/error_tracking";
+    let quiet = errors.max(2) - 1;
+    let deep_ui = {
+        let cursor = deep
+            .split("cursor=")
+            .nth(1)
+            .context("a cursor on the deep page")?
+            .to_owned();
+        format!("{ui}?sort=last_seen_desc&cursor={cursor}")
+    };
+    let mut pages = Vec::new();
+    for (label, path) in [
+        ("projects page", "/".to_owned()),
+        ("error list (unresolved, 25)", ui.to_owned()),
+        (
+            "error list, sort=frequency_desc",
+            format!("{ui}?sort=frequency_desc"),
+        ),
+        ("error list, query=deadlock", format!("{ui}?query=deadlock")),
+        (
+            "error list, environment=staging",
+            format!("{ui}?environment=staging"),
+        ),
+        ("error list, a deep page by cursor", deep_ui),
+        ("detail of the busiest error", format!("{ui}/1/details")),
+        ("detail of a quiet error", format!("{ui}/{quiet}/details")),
+        ("messages page", format!("{ui}/messages")),
+    ] {
+        pages.push(time_page(&client, &base, &cookie, label, &path, runs).await?);
+    }
+    println!();
+    println!("web UI pages, {runs} timed runs each, wall time at the client, ms");
+    println!(
+        "{:<46} {:>7} {:>7} {:>7} {:>6}",
+        "page", "median", "p95", "max", "KiB"
+    );
+    for t in &pages {
+        println!(
+            "{:<46} {:>7} {:>7} {:>7} {:>6}",
+            t.label,
+            ms(t.median),
+            ms(t.p95),
+            ms(t.max),
+            t.items
+        );
+    }
+
     retention_under_load(&client, &base, &token, dir.path(), project_id, events).await?;
     deletion_under_load(&client, &base, &token, dir.path(), project_id).await?;
     server.shutdown().await?;
