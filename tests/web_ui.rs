@@ -137,6 +137,30 @@ async fn sign_in_sets_a_safe_cookie_and_sign_out_ends_the_session() {
 }
 
 #[tokio::test]
+async fn sign_in_goes_back_only_to_a_path_on_this_server() {
+    let app = spawn_app().await;
+    let web = app.root_web().await;
+    for (redirect, expected) in [
+        (
+            "%2Ferrors%2Fx%2F-%2Ferror_tracking",
+            "/errors/x/-/error_tracking",
+        ),
+        ("%2F%2Fevil.example", "/"),
+        ("https%3A%2F%2Fevil.example", "/"),
+        // Browsers drop the tab, which would leave //evil.example.
+        ("%2F%09%2Fevil.example", "/"),
+        // Not a valid header value at all.
+        ("%2Fa%0D%0ASet-Cookie%3A%20x%3D1", "/"),
+    ] {
+        let p = web
+            .get(&format!("/users/sign_in?redirect={redirect}"))
+            .await;
+        assert_page(&p, 303, redirect);
+        assert_eq!(p.location(), Some(expected), "{redirect}");
+    }
+}
+
+#[tokio::test]
 async fn the_sign_in_form_needs_its_csrf_cookie() {
     let app = spawn_app().await;
     let password = app.server.initial_admin_password.clone().expect("password");
@@ -369,6 +393,11 @@ async fn the_role_matrix_on_every_page_and_form() {
             );
         }
     }
+
+    // The projects page lists a member's projects only.
+    assert!(!outsider.get("/").await.body.contains(&path));
+    assert!(outsider.get("/").await.body.contains("other/elsewhere"));
+    assert!(reporter.get("/").await.body.contains(&path));
 
     // Forms: status and bulk need Developer; settings and keys need Maintainer.
     let key_id = app.keys(pid).await[0]["id"].as_i64().expect("key id");

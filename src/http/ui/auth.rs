@@ -3,7 +3,7 @@
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use chrono::Utc;
 
 use super::{html, viewer, views, FormData, UiError, UiResult};
@@ -55,7 +55,7 @@ fn random_hex() -> String {
 /// Where to go after signing in: only a path on this server, never another site.
 fn safe_redirect(target: Option<&str>) -> String {
     match target {
-        Some(t) if t.starts_with('/') && !t.starts_with("//") && !t.contains('\\') => t.to_owned(),
+        Some(t) if super::is_local_path(t) => t.to_owned(),
         _ => "/".to_owned(),
     }
 }
@@ -73,7 +73,7 @@ pub async fn sign_in_page(
 ) -> UiResult<Response> {
     let redirect = safe_redirect(query_value(query.as_deref(), "redirect").as_deref());
     if viewer(&state, &headers).await?.is_some() {
-        return Ok(Redirect::to(&redirect).into_response());
+        return Ok(super::see_other(&redirect));
     }
     Ok(sign_in_form(&state, StatusCode::OK, &redirect, "", None))
 }
@@ -164,7 +164,7 @@ pub async fn sign_in(
         })
         .await?;
     tracing::info!(user_id = user.id, "web sign-in");
-    let mut resp = Redirect::to(&redirect).into_response();
+    let mut resp = super::see_other(&redirect);
     let h = resp.headers_mut();
     h.append(
         header::SET_COOKIE,
@@ -187,7 +187,7 @@ pub async fn sign_out(
     if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
         state.store.delete_session(tokens::digest(&secret)).await?;
     }
-    let mut resp = Redirect::to("/users/sign_in").into_response();
+    let mut resp = super::see_other("/users/sign_in");
     resp.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(&state, SESSION_COOKIE, "", 0),

@@ -18,7 +18,7 @@ mod views;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use maud::Markup;
@@ -135,7 +135,7 @@ impl IntoResponse for UiError {
             UiError::SignIn { back_to } => {
                 let mut q = form_urlencoded::Serializer::new(String::new());
                 q.append_pair("redirect", back_to);
-                return Redirect::to(&format!("/users/sign_in?{}", q.finish())).into_response();
+                return see_other(&format!("/users/sign_in?{}", q.finish()));
             }
             UiError::Store(e) => {
                 tracing::error!(error = %e, cause = ?std::error::Error::source(e), "web UI request failed");
@@ -151,6 +151,23 @@ impl IntoResponse for UiError {
 }
 
 pub type UiResult<T> = Result<T, UiError>;
+
+/// A `303 See Other` to `to`. axum's `Redirect` panics on a target that is not a valid header
+/// value; targets here can carry what a form sent, so an invalid one goes to `/` instead.
+pub(crate) fn see_other(to: &str) -> Response {
+    let location = HeaderValue::from_str(to).unwrap_or_else(|_| HeaderValue::from_static("/"));
+    (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response()
+}
+
+/// Whether `target` is a path on this server that a browser reads as such: it starts with one
+/// `/`, and holds only printable ASCII (browsers drop tabs and newlines from a URL, so
+/// `/<tab>/evil.example` would become `//evil.example`, another site).
+pub(crate) fn is_local_path(target: &str) -> bool {
+    target.starts_with('/')
+        && !target.starts_with("//")
+        && target.bytes().all(|b| b.is_ascii_graphic())
+        && !target.contains('\\')
+}
 
 /// A rendered page with the UI's security headers.
 fn html(status: StatusCode, markup: Markup) -> Response {
@@ -408,6 +425,13 @@ mod tests {
 
     #[test]
     fn project_paths_of_any_depth() {
+        assert!(is_local_path("/a/b/-/error_tracking?query=x%20y"));
+        for bad in [
+            "//evil", "/\t/evil", "/a\nb", "/\\evil", "http://x", "", "/é",
+        ] {
+            assert!(!is_local_path(bad), "{bad:?}");
+        }
+        assert_eq!(see_other("/a\nb").headers()[header::LOCATION], "/");
         assert_eq!(
             route("/acme/web/shop/-/error_tracking"),
             Some(("acme/web/shop", ProjectPage::Errors))

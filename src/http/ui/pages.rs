@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use maud::{html, Markup};
 use serde_json::Value;
@@ -77,9 +77,7 @@ fn base(project: &Project) -> String {
     format!("/{}/-", project.path_with_namespace)
 }
 
-fn see_other(to: &str) -> Response {
-    Redirect::to(to).into_response()
-}
+use super::see_other;
 
 fn flash(query: &str) -> Option<&'static str> {
     let value = form_urlencoded::parse(query.as_bytes())
@@ -487,7 +485,9 @@ fn error_row(base: &str, e: &TrackedError, pick: bool, now: DateTime<Utc>) -> Ma
 fn back_within(project: &Project, back: Option<&str>) -> String {
     let prefix = format!("{}/", base(project));
     match back {
-        Some(b) if b.starts_with(&prefix) && !b.contains("//") => b.to_owned(),
+        Some(b) if b.starts_with(&prefix) && !b.contains("//") && super::is_local_path(b) => {
+            b.to_owned()
+        }
         _ => format!("{}/error_tracking", base(project)),
     }
 }
