@@ -551,9 +551,7 @@ async fn update_issue(
             })?,
         },
     };
-    let updated = state
-        .store
-        .set_error_status(project.id, error.fingerprint, status)
+    let updated = super::ops::set_error_status(&state, project.id, error.fingerprint, status)
         .await?
         .ok_or(SentryError::NotFound)?;
     tracing::info!(

@@ -75,9 +75,6 @@ pub trait WebStore: Send + Sync {
     /// The error's tag values: environment, release and level counted over its latest
     /// [`TAG_SAMPLE`] events, every other key as stored for search.
     async fn error_tag_values(&self, error_id: i64) -> StoreResult<Vec<TagValue>>;
-    /// The environments the project's errors were seen in (at most 50), for the list's
-    /// environment selector.
-    async fn project_environments(&self, project_id: i64) -> StoreResult<Vec<String>>;
     /// One event of an error by its row id.
     async fn error_event(
         &self,
@@ -306,22 +303,6 @@ impl WebStore for SqliteStore {
                 }
             }
             Ok(out)
-        })
-        .await
-    }
-
-    async fn project_environments(&self, project_id: i64) -> StoreResult<Vec<String>> {
-        self.run(move |c| {
-            // One primary-key range of error_tags per error of the project.
-            let mut st = c.prepare_cached(
-                "SELECT DISTINCT t.value FROM errors e
-                 JOIN error_tags t ON t.error_id = e.id AND t.key = 'environment'
-                 WHERE e.project_id = ?1 ORDER BY t.value LIMIT 50",
-            )?;
-            let rows = st
-                .query_map([project_id], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
-            Ok(rows)
         })
         .await
     }

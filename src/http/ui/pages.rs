@@ -108,7 +108,10 @@ pub async fn projects(
     let projects = if user.is_admin {
         state.store.list_projects().await?
     } else {
-        state.store.member_projects(user.id).await?
+        state
+            .store
+            .member_projects(user.id, AccessLevel::REPORTER.0)
+            .await?
     };
     ops::settle_counts(&state).await;
     let summaries = state
