@@ -1056,3 +1056,44 @@ async fn admin_set_password_sets_the_web_password() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such user"));
 }
+
+#[tokio::test]
+async fn the_detail_page_counts_tag_values() {
+    let app = spawn_app().await;
+    let (pid, key, _) = app.project_with_key("tags").await;
+    for (browser, env) in [
+        ("Chrome", "production"),
+        ("Chrome", "production"),
+        ("Firefox", "staging"),
+    ] {
+        let mut e = ingest_support::error_event(&new_id(), "ValueError", "bad", "checkout");
+        e["tags"] = json!({"browser": browser, "os": "Linux"});
+        e["environment"] = json!(env);
+        e["server_name"] = json!("web-1");
+        assert_eq!(post_event(&app, pid, &key, &e).await.status, 200);
+    }
+    let fp = fingerprints(&app, pid, "unresolved").await[0];
+    let web = app.web_member("r", pid, Some(20)).await;
+    let p = web.get(&details("errors/tags", fp)).await;
+    assert_page(&p, 200, "details");
+    let tags = &p.body[p.body.find("<h2>Tags</h2>").expect("tags")..];
+    let tags = &tags[..tags.find("</section>").expect("end")];
+    for (key, value, n) in [
+        ("environment", "production", 2),
+        ("environment", "staging", 1),
+        ("browser", "Chrome", 2),
+        ("browser", "Firefox", 1),
+        ("os", "Linux", 3),
+        ("server_name", "web-1", 3),
+    ] {
+        let block = &tags[tags.find(&format!("<h4>{key}</h4>")).expect(key)..];
+        let row = format!(r#"<span class="v">{value}</span><span class="n">{n}</span>"#);
+        assert!(block.contains(&row), "{key}={value} x{n} in {tags}");
+    }
+    // Browser, os and server_name come first among the SDK's tags.
+    let order: Vec<usize> = ["<h4>browser", "<h4>os", "<h4>server_name"]
+        .iter()
+        .map(|h| tags.find(h).expect("key"))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+}

@@ -54,6 +54,55 @@ pub const TAG_SAMPLE: i64 = 1000;
 /// Values shown per tag key.
 pub const TAG_VALUES_SHOWN: usize = 5;
 
+/// How many of an error's latest payloads the SDK's own tags are counted over: each one is
+/// decoded, so this is smaller than [`TAG_SAMPLE`].
+pub const TAG_PAYLOAD_SAMPLE: i64 = 100;
+
+/// Tag keys shown besides environment, release and level.
+const MAX_TAG_KEYS: usize = 20;
+
+/// The SDK's tags of one event's JSON (an object, or an array of `[key, value]` pairs), with
+/// `server_name` from the top level when the tags do not have it. Non-string values are shown
+/// as JSON; anything that is not JSON has no tags.
+fn sdk_tags(json: &[u8]) -> Vec<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Tagged {
+        #[serde(default)]
+        tags: serde_json::Value,
+        #[serde(default)]
+        server_name: Option<serde_json::Value>,
+    }
+    let Ok(t) = serde_json::from_slice::<Tagged>(json) else {
+        return Vec::new();
+    };
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    let mut out: Vec<(String, String)> = match &t.tags {
+        serde_json::Value::Object(o) => o
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), text(v)?)))
+            .collect(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .filter_map(|p| match p.as_array()?.as_slice() {
+                [k, v] => Some((k.as_str()?.to_owned(), text(v)?)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    out.retain(|(k, v)| !k.is_empty() && !v.is_empty() && k.len() <= 200 && v.len() <= 200);
+    if !out.iter().any(|(k, _)| k == "server_name") {
+        if let Some(name) = t.server_name.as_ref().and_then(text) {
+            out.push(("server_name".into(), name));
+        }
+    }
+    out
+}
+
 #[async_trait]
 pub trait WebStore: Send + Sync {
     /// Stores a new password hash and ends the user's sessions; false when there is no such
@@ -73,7 +122,8 @@ pub trait WebStore: Send + Sync {
     /// Events per day over the last `days` days (oldest first, ending today) of error `error_id`.
     async fn error_daily(&self, error_id: i64, days: i64) -> StoreResult<Vec<(i64, i64)>>;
     /// The error's tag values: environment, release and level counted over its latest
-    /// [`TAG_SAMPLE`] events, every other key as stored for search.
+    /// [`TAG_SAMPLE`] events, the SDK's tags over its latest [`TAG_PAYLOAD_SAMPLE`] payloads,
+    /// and keys only older events carried as stored for search, without counts.
     async fn error_tag_values(&self, error_id: i64) -> StoreResult<Vec<TagValue>>;
     /// One event of an error by its row id.
     async fn error_event(
@@ -283,15 +333,62 @@ impl WebStore for SqliteStore {
                     out.push(row?);
                 }
             }
+            // The SDK's own tags (browser, os, server_name, ...), counted over the latest
+            // payloads; the payload is the only place their per-event values are kept.
+            let mut counts: HashMap<String, HashMap<String, i64>> = HashMap::new();
+            let mut st = c.prepare_cached(
+                "SELECT payload, payload_codec FROM events WHERE error_id = ?1
+                 ORDER BY occurred_at DESC, id DESC LIMIT ?2",
+            )?;
+            let mut rows = st.query(params![error_id, TAG_PAYLOAD_SAMPLE])?;
+            while let Some(r) = rows.next()? {
+                let json = super::payload::event_json(r.get(1)?, r.get(0)?)?;
+                for (key, value) in sdk_tags(&json) {
+                    if matches!(key.as_str(), "environment" | "release" | "level") {
+                        continue;
+                    }
+                    *counts.entry(key).or_default().entry(value).or_default() += 1;
+                }
+            }
+            // Keys its older events carried (kept for search) that the sample did not see.
             let mut st = c.prepare_cached(
                 "SELECT key, value FROM error_tags WHERE error_id = ?1
                  AND key NOT IN ('environment', 'release', 'level', 'user')
                  ORDER BY key, value LIMIT 500",
             )?;
-            let mut shown: HashMap<String, usize> = HashMap::new();
+            let mut older: Vec<(String, String)> = Vec::new();
             let rows = st.query_map([error_id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
             for row in rows {
                 let (key, value) = row?;
+                if !counts.contains_key(&key) {
+                    older.push((key, value));
+                }
+            }
+            let mut keys: Vec<&String> = counts.keys().collect();
+            // The tags people look for first, then the rest by name.
+            let rank = |k: &str| match k {
+                "browser" => 0,
+                "os" => 1,
+                "server_name" => 2,
+                _ => 3,
+            };
+            keys.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+            for key in keys.into_iter().take(MAX_TAG_KEYS) {
+                let mut values: Vec<(&String, &i64)> = counts[key].iter().collect();
+                values.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                for (value, n) in values.into_iter().take(TAG_VALUES_SHOWN) {
+                    out.push(TagValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        count: Some(*n),
+                    });
+                }
+            }
+            let mut shown: HashMap<String, usize> = HashMap::new();
+            for (key, value) in older {
+                if shown.len() >= MAX_TAG_KEYS && !shown.contains_key(&key) {
+                    continue;
+                }
                 let n = shown.entry(key.clone()).or_default();
                 if *n < TAG_VALUES_SHOWN {
                     *n += 1;
@@ -315,5 +412,28 @@ impl WebStore for SqliteStore {
     ) -> StoreResult<Option<StoredEvent>> {
         self.run(move |c| super::read::error_event(c, project_id, fingerprint, event_row_id))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdk_tags_in_both_shapes() {
+        assert_eq!(
+            sdk_tags(br#"{"tags": {"browser": "Chrome 120", "n": 3, "x": null}, "server_name": "web-1"}"#),
+            vec![
+                ("browser".to_owned(), "Chrome 120".to_owned()),
+                ("n".to_owned(), "3".to_owned()),
+                ("server_name".to_owned(), "web-1".to_owned()),
+            ]
+        );
+        assert_eq!(
+            sdk_tags(br#"{"tags": [["os", "Linux"], ["bad"], "junk"]}"#),
+            vec![("os".to_owned(), "Linux".to_owned())]
+        );
+        assert!(sdk_tags(b"not json").is_empty());
+        assert!(sdk_tags(br#"{"tags": 5}"#).is_empty());
     }
 }
