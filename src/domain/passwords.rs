@@ -65,6 +65,8 @@ pub const FREE_FAILURES: u32 = 5;
 const MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 /// Failures older than this are forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
+/// Names whose failures are remembered at most.
+const MAX_NAMES: usize = 100_000;
 
 /// Counts failed sign-ins per username (lower-cased, whether or not such a user exists, so the
 /// answer does not tell which names exist). After [`FREE_FAILURES`] failures every further
@@ -107,10 +109,17 @@ impl SignInThrottle {
     }
 
     pub fn failed(&self, username: &str) {
-        let mut e = self
-            .failures
-            .entry(username.to_lowercase())
-            .or_insert((0, Instant::now()));
+        let key = username.to_lowercase();
+        // Made-up names must not grow the map without bound: when it is full, forgotten
+        // failures go first, and if it is still full only names already counted are counted.
+        if self.failures.len() >= MAX_NAMES && !self.failures.contains_key(&key) {
+            self.failures
+                .retain(|_, (_, last)| last.elapsed() <= FORGET_AFTER);
+            if self.failures.len() >= MAX_NAMES {
+                return;
+            }
+        }
+        let mut e = self.failures.entry(key).or_insert((0, Instant::now()));
         e.0 = e.0.saturating_add(1);
         e.1 = Instant::now();
     }
