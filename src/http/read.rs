@@ -668,8 +668,17 @@ pub(crate) mod cursor {
         URL_SAFE_NO_PAD.encode(format!("{}:{}:{}:p", tag(kind), at.key, at.id))
     }
 
+    /// The row a forward (`next`) cursor of this kind of list points after; `None` for
+    /// anything else, a backward cursor included (the web UI pages forwards only).
+    pub fn decode_after(kind: CursorKind, raw: &str) -> Option<Keyset> {
+        match decode(kind, raw)? {
+            Start::After(at) => Some(at),
+            Start::First | Start::Before(_) => None,
+        }
+    }
+
     /// `None` for anything that is not a cursor this kind of list made.
-    pub fn decode(kind: CursorKind, raw: &str) -> Option<Start> {
+    pub(super) fn decode(kind: CursorKind, raw: &str) -> Option<Start> {
         // Longer than any real cursor: refuse before decoding attacker-sized input.
         if raw.len() > 64 {
             return None;

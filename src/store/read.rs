@@ -848,16 +848,6 @@ pub(crate) fn error_event(
     }
 }
 
-impl StoredEvent {
-    /// Where this event sits in its error's event lists, for paging from it.
-    pub fn keyset(&self) -> Keyset {
-        Keyset {
-            key: self.occurred_ms,
-            id: self.id,
-        }
-    }
-}
-
 fn list_error_events(
     conn: &Connection,
     q: &EventQuery,

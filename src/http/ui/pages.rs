@@ -550,6 +550,7 @@ async fn one_event(
             sort,
             limit: 1,
             after,
+            backward: false,
         })
         .await?
         .ok_or(UiError::NotFound)?;
@@ -623,7 +624,7 @@ pub async fn details(ctx: Ctx<'_>, fingerprint: i64) -> UiResult<Response> {
     let events_after = match ctx.param("events") {
         None => None,
         Some(c) => Some(
-            cursor::decode(CursorKind::Events(EventSort::OccurredAtDesc), &c)
+            cursor::decode_after(CursorKind::Events(EventSort::OccurredAtDesc), &c)
                 .ok_or_else(|| UiError::BadRequest("the events cursor is invalid".into()))?,
         ),
     };
@@ -635,6 +636,7 @@ pub async fn details(ctx: Ctx<'_>, fingerprint: i64) -> UiResult<Response> {
             sort: EventSort::OccurredAtDesc,
             limit: EVENTS_LISTED,
             after: events_after,
+            backward: false,
         })
         .await?
         .ok_or(UiError::NotFound)?;
@@ -829,7 +831,7 @@ pub async fn messages(ctx: Ctx<'_>) -> UiResult<Response> {
     let after = match ctx.param("cursor") {
         None => None,
         Some(c) => Some(
-            cursor::decode(CursorKind::Messages, &c)
+            cursor::decode_after(CursorKind::Messages, &c)
                 .ok_or_else(|| UiError::BadRequest("the cursor is invalid".into()))?,
         ),
     };
@@ -840,6 +842,7 @@ pub async fn messages(ctx: Ctx<'_>) -> UiResult<Response> {
             project_id: project.id,
             limit: PAGE_SIZE,
             after,
+            backward: false,
         })
         .await?;
     let now = Utc::now();
