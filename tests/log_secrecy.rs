@@ -5,31 +5,15 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::gitlab::{new_key, FakeGitlab, SHARED_TOKEN};
 use common::receiver::Receiver;
-use common::spawn_app_with;
+use common::{spawn_app_with, LogCapture};
 use faultline::config::Secret;
 use serde_json::json;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_keys_never_appear_in_logs() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let writer = capture.clone();
     tracing_subscriber::fmt()
         .with_env_filter("trace")
@@ -193,7 +177,7 @@ async fn tokens_and_keys_never_appear_in_logs() {
         "two failures and two deliveries"
     );
 
-    let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf-8 logs");
+    let logs = capture.text();
     assert!(
         logs.contains("alert delivery failed"),
         "the capture works: the failed deliveries were logged"

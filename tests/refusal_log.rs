@@ -4,28 +4,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::spawn_app;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use common::{spawn_app, LogCapture};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_logged_at_info_briefly_and_without_the_key() {
-    let capture = Capture::default();
+    let capture = LogCapture::default();
     let writer = capture.clone();
     tracing_subscriber::fmt()
         .with_env_filter("info")
@@ -52,7 +37,7 @@ async fn refusals_are_logged_at_info_briefly_and_without_the_key() {
     }
     let seconds = started.elapsed().as_secs() + 1;
 
-    let logs = String::from_utf8(capture.0.lock().expect("lock").clone()).expect("utf-8 logs");
+    let logs = capture.text();
     let lines: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("ingestion refused") && l.contains("unknown_key"))

@@ -738,3 +738,25 @@ impl TestApp {
         Web::sign_in(&self.base, username, &password).await
     }
 }
+
+/// Log output captured in memory, for tests that install a `tracing` subscriber writing here
+/// (`.with_writer(move || capture.clone())`); one per test binary, as a subscriber is global.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf-8 logs")
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
