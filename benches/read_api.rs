@@ -171,15 +171,12 @@ fn fill(db: &Path, project_id: i64, events: u64, errors: u64) -> anyhow::Result<
                 platform: Some("python".into()),
                 level: Some("error".into()),
                 environment: Some(environment.into()),
-                release: Some(release.clone()),
+                release: Some(release),
                 message: None,
                 // One event in fifty is a message event, for the messages list.
                 is_message: j % 50 == 0,
                 user_identity: Some(format!("id:{user}")),
                 search_tags: vec![
-                    ("environment".into(), environment.into()),
-                    ("release".into(), release),
-                    ("level".into(), "error".into()),
                     ("user".into(), format!("id:{user}")),
                     ("region".into(), "eu-west-1".into()),
                     ("worker".into(), "gunicorn".into()),

@@ -73,12 +73,7 @@ fn record(project_id: i64, payload: Vec<u8>, codec: PayloadCodec, n: u64) -> Rec
         message: None,
         is_message: false,
         user_identity: Some(format!("id:{}", n % 1000)),
-        search_tags: vec![
-            ("environment".into(), "production".into()),
-            ("release".into(), "app@1.2.3".into()),
-            ("level".into(), "error".into()),
-            ("user".into(), format!("id:{}", n % 1000)),
-        ],
+        search_tags: vec![("user".into(), format!("id:{}", n % 1000))],
         occurred_at: 1_700_000_000_000 + n as i64,
         payload,
         payload_codec: codec,

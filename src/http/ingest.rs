@@ -289,8 +289,9 @@ static REFUSAL_LOG: std::sync::LazyLock<parking_lot::Mutex<HashMap<&'static str,
 
 /// Logs a refusal at `info` (`warn` when it is the gateway's fault), at most
 /// [`REFUSAL_LOG_PER_SECOND`] lines a second for each reason; the first line of a later second
-/// says how many the last busy second left out (`left_out`). The key is shown by its first characters only: a key is a
-/// credential, and its prefix is enough to tell which one an SDK is using.
+/// says how many the last busy second left out (`left_out`). The key is shown by its first
+/// characters only: a key is a credential, and its prefix is enough to tell which one an SDK
+/// is using.
 fn log_refusal(e: &IngestError, parts: &axum::http::request::Parts) {
     let reason = e.reason();
     let second = std::time::SystemTime::now()
@@ -352,11 +353,22 @@ async fn drain(body: Body, headers: &HeaderMap) -> bool {
     if header_str(headers, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         return false;
     }
-    let limited = Limited::new(body, DRAIN_LIMIT);
-    matches!(
-        tokio::time::timeout(DRAIN_DEADLINE, limited.collect()).await,
-        Ok(Ok(_))
-    )
+    // Frames are dropped as they come: nothing of the body is kept.
+    let discard = async {
+        let mut body = body;
+        let mut read = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > DRAIN_LIMIT {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_DEADLINE, discard)
+        .await
+        .unwrap_or(false)
 }
 
 fn respond(state: &AppState, result: Result<Option<String>, IngestError>) -> Response {
@@ -669,27 +681,19 @@ fn event_record(
     })
 }
 
-/// What the read API's search can find this event's error by (`store::ingest::EventRecord`'s
-/// `search_tags`): its environment, release and level (`error` when it names none, as Sentry
-/// reads it), the ways it names its user, and the SDK's own tags.
+/// What the read API's search can find this event's error by beyond the record's own
+/// environment, release and level (`store::ingest::EventRecord::search_tags`): the ways it
+/// names its user, and the SDK's own tags.
 fn search_tags(summary: &EventSummary) -> Vec<(String, String)> {
-    let mut tags = Vec::with_capacity(3 + summary.user_search.len() + summary.tags.len());
-    for (key, value) in [
-        ("environment", summary.environment.as_deref()),
-        ("release", summary.release.as_deref()),
-        ("level", Some(summary.level.as_deref().unwrap_or("error"))),
-    ] {
-        if let Some(value) = value {
-            tags.push((key.to_owned(), value.to_owned()));
-        }
-    }
-    for user in &summary.user_search {
-        tags.push(("user".to_owned(), user.clone()));
-    }
-    for (key, value) in &summary.tags {
-        tags.push((key.to_string(), value.to_string()));
-    }
-    tags
+    let users = summary
+        .user_search
+        .iter()
+        .map(|u| ("user".to_owned(), u.clone()));
+    let tags = summary
+        .tags
+        .iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()));
+    users.chain(tags).collect()
 }
 
 /// A `user_report` (`{event_id, name, email, comments}`) or a `feedback` item (an event whose

@@ -35,9 +35,10 @@ pub struct EventRecord {
     pub message: Option<String>,
     pub is_message: bool,
     pub user_identity: Option<String>,
-    /// (key, value) pairs the read API's search finds the event's error by: `environment`,
-    /// `release`, `level`, `user` (`id:...`, `email:...`, `username:...`) and the SDK's tags.
-    /// Stored once per error in `error_tags`.
+    /// (key, value) pairs the read API's search finds the event's error by, beside the
+    /// record's own `environment`, `release` and `level` (which the writer adds): `user`
+    /// (`id:...`, `email:...`, `username:...`) and the SDK's tags. Stored once per error in
+    /// `error_tags`.
     pub search_tags: Vec<(String, String)>,
     /// When the event happened (the SDK's timestamp), unix milliseconds.
     pub occurred_at: i64,
@@ -611,7 +612,17 @@ fn store_events(
                 stored.users.push((error_id, user));
             }
         }
-        for (key, value) in &e.search_tags {
+        // Sentry reads an event without a level as `error`.
+        let own = [
+            ("environment", e.environment.as_deref()),
+            ("release", e.release.as_deref()),
+            ("level", Some(e.level.as_deref().unwrap_or("error"))),
+        ];
+        let own = own
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)));
+        let sent = e.search_tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        for (key, value) in own.chain(sent) {
             let tag = tag_hash(key, value);
             if !known.tags.contains(error_id, tag) {
                 add_tag.execute(params![error_id, key, value])?;
@@ -644,18 +655,15 @@ fn queue_alerts(
     )
 }
 
-/// A stable 63-bit hash of a (key, value) tag, for [`KnownPairs`]. A collision between two
-/// tags of one error would skip an insert, with odds of about one in 2^63 per pair of tags.
+/// A hash of a (key, value) tag, for [`KnownPairs`]; kept in memory only, so a fast keyed hash
+/// with fixed keys does (the writer hashes every tag of every event). A collision between two
+/// tags of one error would skip an insert, with odds of about one in 2^64 per pair of tags.
 fn tag_hash(key: &str, value: &str) -> i64 {
-    use sha2::{Digest, Sha256};
-    let d = Sha256::new()
-        .chain_update(key.as_bytes())
-        .chain_update([0])
-        .chain_update(value.as_bytes())
-        .finalize();
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    (u64::from_be_bytes(b) & (i64::MAX as u64)) as i64
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    value.hash(&mut h);
+    h.finish() as i64
 }
 
 /// A stable 63-bit hash of a user identity; the identity itself is not stored twice.
