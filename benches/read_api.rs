@@ -22,6 +22,7 @@ use anyhow::{bail, Context};
 use faultline::app;
 use faultline::config::Config;
 use faultline::store::ingest::{EventRecord, EventSink, Record};
+use faultline::store::sqlite::SqliteSink;
 use faultline::store::sqlite::{SqliteOptions, Synchronous};
 use serde_json::{json, Value};
 
@@ -120,11 +121,14 @@ fn payload(event_id: &str, ts_secs: f64, name: &str, description: &str, user: u6
 /// Error popularity is skewed: low-numbered errors get most events, as in real projects.
 fn fill(db: &Path, project_id: i64, events: u64, errors: u64) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let mut sink = EventSink::open(&SqliteOptions {
-        path: db.to_path_buf(),
-        synchronous: Synchronous::Normal,
-        max_page_count: None,
-    })?;
+    let mut sink = SqliteSink::open(
+        &SqliteOptions {
+            path: db.to_path_buf(),
+            synchronous: Synchronous::Normal,
+            max_page_count: None,
+        },
+        Default::default(),
+    )?;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let span_ms = 30 * 86_400_000i64;
@@ -605,8 +609,7 @@ async fn retention_under_load(
         usize::MAX,
     ));
     let started = Instant::now();
-    let report =
-        faultline::store::retention::retention_pass(&store, cutoff + 86_400_000, 1).await?;
+    let report = faultline::store::Store::retention_pass(&store, cutoff + 86_400_000, 1).await?;
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let during = load.await?.context("ingestion during the retention pass")?;

@@ -1,5 +1,5 @@
 //! Criterion benchmark of the storage half of ingestion (`cargo bench --bench writer`): one
-//! `EventSink::write_batch` transaction of realistic events into a SQLite database on disk, for a
+//! `SqliteSink::write_batch` transaction of realistic events into a SQLite database on disk, for a
 //! small batch (what a lightly loaded writer commits) and a large one, with the 4 KB event stored
 //! as the gzip envelope it came in (as the gateway stores it) and as plain JSON. It isolates what the writer
 //! thread spends per event, which the load benchmark can only see mixed with HTTP and parsing.
@@ -16,12 +16,13 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use faultline::store::ingest::{EventRecord, EventSink, Record};
 use faultline::store::payload::PayloadCodec;
 use faultline::store::sqlite::SqliteOptions;
+use faultline::store::sqlite::SqliteSink;
 use faultline::store::{NewProject, NewUser, SqliteStore, Store};
 use payloads::{BodyFactory, Kind};
 
 /// Opens a fresh database with one project; returns the sink, the project id and the temp dir
 /// that must outlive both.
-fn fresh_sink() -> (EventSink, i64, tempfile::TempDir) {
+fn fresh_sink() -> (SqliteSink, i64, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open_with(SqliteOptions {
         path: dir.path().join("bench.db"),
@@ -53,7 +54,7 @@ fn fresh_sink() -> (EventSink, i64, tempfile::TempDir) {
             .expect("project")
             .id
     });
-    let sink = EventSink::open(store.options()).expect("sink opens");
+    let sink = SqliteSink::open(store.options(), Default::default()).expect("sink opens");
     (sink, project_id, dir)
 }
 

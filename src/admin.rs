@@ -10,7 +10,7 @@ use crate::app::open_store;
 use crate::config::Config;
 use crate::domain::{passwords, tokens};
 use crate::http::identity::{path_from_name, valid_segment};
-use crate::store::{AccessLevel, NewProject, NewToken, NewUser, Store, WebStore};
+use crate::store::{AccessLevel, NewProject, NewToken, NewUser};
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -93,15 +93,14 @@ pub enum AdminCommand {
 /// effect there at once; client keys and settings, which a server keeps in memory, are managed
 /// only through the API.
 pub async fn run(config: &Config, cmd: AdminCommand, create_database: bool) -> anyhow::Result<()> {
-    let db = crate::app::database_path(config);
-    if !create_database && !db.exists() {
+    if !create_database && !crate::store::database_exists(&config.database, &config.data_dir) {
         bail!(
             "no database at {}: point --data-dir (or FAULTLINE_DATA_DIR) at the server's data \
              directory, or pass --create-database to create a new one",
-            db.display()
+            crate::store::sqlite_path(&config.data_dir).display()
         );
     }
-    let store = open_store(config)?;
+    let store = open_store(config).await?;
     let out = match cmd {
         AdminCommand::CreateUser {
             username,

@@ -22,10 +22,7 @@ use crate::http::ingest::IngestSettings;
 use crate::http::serve::{serve, ServeConfig};
 use crate::http::{self, AppParts, AppState};
 use crate::metrics::Metrics;
-use crate::store::checkpoint::Checkpointer;
-use crate::store::ingest::EventSink;
-use crate::store::sqlite::SqliteOptions;
-use crate::store::{NewToken, NewUser, SqliteStore, Store, WebStore};
+use crate::store::{NewToken, NewUser, SinkHooks, Store};
 use crate::writer::{Writer, WriterConfig};
 
 /// Name of the file the first start writes the administrator's token (first line) and the
@@ -64,11 +61,6 @@ impl Server {
 
 /// Name of the file in the data directory that a running server holds locked.
 pub const LOCK_FILE: &str = "faultline.lock";
-
-/// The database file in the data directory.
-pub fn database_path(config: &Config) -> std::path::PathBuf {
-    config.data_dir.join("faultline.db")
-}
 
 /// A data directory held by this process: one server per directory, because each server's key
 /// cache is loaded once and kept up to date by its own writes only. A second server on the same
@@ -120,16 +112,11 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
     }
 }
 
-pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    let store = SqliteStore::open_with(SqliteOptions {
-        path: database_path(config),
-        synchronous: config.database.synchronous,
-        max_page_count: config.database.max_page_count,
-    })
-    .context("opening the database")?;
-    Ok(store)
+/// Opens the configured database and applies its migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    crate::store::open(&config.database, &config.data_dir)
+        .await
+        .context("opening the database")
 }
 
 /// Starts the gateway and returns once it is listening.
@@ -147,8 +134,8 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let lock = lock_data_dir(&config.data_dir)?;
-    let store = open_store(&config)?;
-    let initial = bootstrap_admin(&store, &config).await?;
+    let store = open_store(&config).await?;
+    let initial = bootstrap_admin(store.as_ref(), &config).await?;
     let (initial_admin_token, initial_admin_password) = match initial {
         Some(i) => (Some(i.token), Some(i.password)),
         None => (None, None),
@@ -180,11 +167,13 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         crate::alerts::http_client(&alert_settings).context("building the alert HTTP client")?;
     let mailer = crate::alerts::email::mailer(&config.alerts.smtp, alert_settings.request_timeout)
         .context("reading [alerts.smtp]")?;
-    let sink = EventSink::open(store.options())
-        .context("opening the writer's connection")?
-        .with_alerts(alert_clock.clone(), alerts_wake.clone());
-    let checkpointer =
-        Checkpointer::start(store.options()).context("starting the checkpoint thread")?;
+    let sink = store
+        .open_sink(SinkHooks {
+            clock: alert_clock.clone(),
+            alerts_queued: alerts_wake.clone(),
+        })
+        .await
+        .context("opening the writer's connection")?;
     let writer = Writer::start(
         sink,
         WriterConfig {
@@ -199,7 +188,6 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let retention_store = store.clone();
     let purge_store = store.clone();
     let purge = Arc::new(tokio::sync::Notify::new());
-    let store: Arc<dyn Store> = Arc::new(store);
     let gitlab_token = config.gitlab.token();
     let gitlab = match (gitlab_settings, gitlab_token) {
         (Some(settings), Some(token)) => {
@@ -269,12 +257,9 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         serve(listener, router, serve_config, rx).await;
         // Every request that was answered has had its records committed (or, in queued mode,
         // queued); the writer now drains the queue before the process may exit.
-        tokio::task::spawn_blocking(move || {
-            writer.shutdown();
-            checkpointer.stop();
-        })
-        .await
-        .context("writer shutdown")?;
+        tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .context("writer shutdown")?;
         // Held until everything above is written.
         drop(lock);
         Ok(())
@@ -350,7 +335,7 @@ async fn wait_for_signal() {
 ///   are created; both are written to `<data dir>/initial_admin_token` (the token on the first
 ///   line, the password on the second) with mode 0600 and returned.
 pub async fn bootstrap_admin(
-    store: &SqliteStore,
+    store: &dyn Store,
     config: &Config,
 ) -> anyhow::Result<Option<InitialAdmin>> {
     if let Some(secret) = &config.admin_token {

@@ -129,11 +129,8 @@ fn real_main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { .. } => rt.block_on(faultline::app::run(config)),
         Command::Migrate => {
-            faultline::app::open_store(&config)?;
-            println!(
-                "{{\"schema_version\": {}}}",
-                faultline::store::sqlite::schema_version()
-            );
+            let store = rt.block_on(faultline::app::open_store(&config))?;
+            println!("{{\"schema_version\": {}}}", store.schema_version());
             Ok(())
         }
         Command::Admin {

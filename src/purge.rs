@@ -1,5 +1,5 @@
 //! The purge task: removes the rows of deleted projects in the background (the SQL and its
-//! batching are in `store::purge`). It runs once at start, for deletions a restart cut short,
+//! batching are the backend's, `store::sqlite::purge`). It runs once at start, for deletions a restart cut short,
 //! and again whenever the management API marks a project deleted.
 
 use std::sync::Arc;
@@ -7,13 +7,12 @@ use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::store::purge::purge_marked;
-use crate::store::SqliteStore;
+use crate::store::Store;
 
 /// Starts the task. `wake` is notified after a project is marked; the task stops when `stop`
 /// turns true, between two of its transactions.
 pub fn spawn(
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     wake: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -21,7 +20,7 @@ pub fn spawn(
         loop {
             let result = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
-                r = purge_marked(&store) => r,
+                r = store.purge_marked() => r,
             };
             match result {
                 Ok(done) => {

@@ -1,6 +1,6 @@
 //! The retention task: every `retention.interval_secs` it runs one
-//! [`retention_pass`](crate::store::retention::retention_pass) with the current time and counts
-//! what it deleted. The SQL, the batching and the choice of clock are in `store::retention`.
+//! [`retention_pass`](crate::store::Store::retention_pass) with the current time and counts
+//! what it deleted. The SQL and the batching are the backend's (`store::sqlite::retention`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,14 +10,13 @@ use tokio::task::JoinHandle;
 
 use crate::config::RetentionConfig;
 use crate::metrics::Metrics;
-use crate::store::retention::retention_pass;
-use crate::store::SqliteStore;
+use crate::store::Store;
 
 /// Starts the task, unless retention is switched off (`days = 0`). It stops when `stop` turns
 /// true; a pass in progress is abandoned between two batches, each of which is its own
 /// transaction, so nothing is left half-done.
 pub fn spawn(
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     config: RetentionConfig,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
@@ -37,7 +36,7 @@ pub fn spawn(
                 _ = ticks.tick() => {}
             }
             let now = chrono::Utc::now().timestamp_millis();
-            let pass = retention_pass(&store, now, config.days);
+            let pass = store.retention_pass(now, config.days);
             let result = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
                 r = pass => r,

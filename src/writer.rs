@@ -31,6 +31,9 @@ pub enum WriteError {
     /// The database could not grow.
     #[error("the database is full")]
     StorageFull,
+    /// The database cannot be reached; the backend reconnects by itself.
+    #[error("the database is unavailable")]
+    Unavailable,
     /// Any other database failure; the cause went to the log.
     #[error("the database write failed")]
     Failed,
@@ -83,7 +86,7 @@ pub struct WriterConfig {
 
 impl Writer {
     pub fn start(
-        sink: EventSink,
+        sink: Box<dyn EventSink>,
         config: WriterConfig,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Writer> {
@@ -200,7 +203,7 @@ struct Pending {
 }
 
 fn run_loop(
-    mut sink: EventSink,
+    mut sink: Box<dyn EventSink>,
     rx: Receiver<Message>,
     config: WriterConfig,
     depth: Arc<AtomicUsize>,
@@ -221,11 +224,11 @@ fn run_loop(
             // No batch is open: answer the reader now rather than wait to fill one.
             Ok(Message::SettleCounts(reply)) => {
                 settle.push(reply);
-                settle_counts(&mut sink, &mut settle);
+                settle_counts(sink.as_mut(), &mut settle);
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {
-                settle_counts(&mut sink, &mut settle);
+                settle_counts(sink.as_mut(), &mut settle);
                 continue;
             }
             Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
@@ -267,9 +270,9 @@ fn run_loop(
                 }
             }
         }
-        commit(&mut sink, &mut batch, &depth, &metrics);
+        commit(sink.as_mut(), &mut batch, &depth, &metrics);
         if !settle.is_empty() {
-            settle_counts(&mut sink, &mut settle);
+            settle_counts(sink.as_mut(), &mut settle);
         }
     }
     // Drain whatever is still queued (jobs submitted before `closed` was set).
@@ -278,7 +281,7 @@ fn run_loop(
             Message::Job { records, reply } => {
                 batch.push(Pending { records, reply });
                 if batch.len() >= config.batch_size {
-                    commit(&mut sink, &mut batch, &depth, &metrics);
+                    commit(sink.as_mut(), &mut batch, &depth, &metrics);
                 }
             }
             Message::SettleCounts(reply) => settle.push(reply),
@@ -286,21 +289,27 @@ fn run_loop(
         }
     }
     if !batch.is_empty() {
-        commit(&mut sink, &mut batch, &depth, &metrics);
+        commit(sink.as_mut(), &mut batch, &depth, &metrics);
     }
     // The last counts; whatever cannot be written now is recounted at the next start.
-    settle_counts(&mut sink, &mut settle);
+    settle_counts(sink.as_mut(), &mut settle);
     tracing::debug!("writer stopped");
 }
 
 /// Writes the counts waiting in memory and answers the readers waiting for them. A failure is
 /// logged and reported; the counts stay in memory for the next attempt (and are recounted from
 /// the events after a restart).
-fn settle_counts(sink: &mut EventSink, waiting: &mut Vec<oneshot::Sender<Result<(), WriteError>>>) {
+fn settle_counts(
+    sink: &mut dyn EventSink,
+    waiting: &mut Vec<oneshot::Sender<Result<(), WriteError>>>,
+) {
     let result = sink.flush_counts().map_err(|e| {
         if e.is_full() {
             tracing::warn!("database full: error counts not written yet");
             WriteError::StorageFull
+        } else if matches!(e, StoreError::Unavailable(_)) {
+            tracing::warn!("database unavailable: error counts not written yet");
+            WriteError::Unavailable
         } else {
             tracing::error!(error = %e, "writing error counts failed");
             WriteError::Failed
@@ -313,7 +322,12 @@ fn settle_counts(sink: &mut EventSink, waiting: &mut Vec<oneshot::Sender<Result<
 
 /// Writes one batch, answers its jobs, and releases their places in the queue (`depth`), so
 /// the count stays right on every path, the shutdown drain included.
-fn commit(sink: &mut EventSink, batch: &mut Vec<Pending>, depth: &AtomicUsize, metrics: &Metrics) {
+fn commit(
+    sink: &mut dyn EventSink,
+    batch: &mut Vec<Pending>,
+    depth: &AtomicUsize,
+    metrics: &Metrics,
+) {
     let n = batch.len();
     if n == 0 {
         return;
@@ -345,6 +359,9 @@ fn commit(sink: &mut EventSink, batch: &mut Vec<Pending>, depth: &AtomicUsize, m
             let err = if e.is_full() {
                 tracing::warn!("database full: batch of {} jobs refused", batch.len());
                 WriteError::StorageFull
+            } else if matches!(e, StoreError::Unavailable(_)) {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "database unavailable: batch of {} jobs refused", batch.len());
+                WriteError::Unavailable
             } else {
                 log_store_error(&e);
                 WriteError::Failed
@@ -367,7 +384,7 @@ fn log_store_error(e: &StoreError) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::SqliteOptions;
+    use crate::store::sqlite::{SqliteOptions, SqliteSink};
     use crate::store::SqliteStore;
 
     /// A writer on a fresh database whose batches stay open for an hour, so that nothing
@@ -379,7 +396,8 @@ mod tests {
             max_page_count: None,
         })
         .expect("database opens and migrates");
-        let sink = EventSink::open(store.options()).expect("sink opens");
+        let sink: Box<dyn EventSink> =
+            Box::new(SqliteSink::open(store.options(), Default::default()).expect("sink opens"));
         let config = WriterConfig {
             queue_capacity,
             batch_size: 1000,

@@ -8,9 +8,6 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use common::{db, eventually, sdk, spawn_app, spawn_on_dir, Auth, Body, Resp, TestApp};
-use faultline::store::retention::retention_pass;
-use faultline::store::sqlite::Synchronous;
-use faultline::store::SqliteStore;
 use rusqlite::Connection;
 use sentry::protocol::{Event, Exception, User};
 use serde_json::{json, Value};
@@ -820,9 +817,10 @@ async fn retention_removes_old_events_and_empty_errors() {
     )
     .await;
 
-    let store = SqliteStore::open(app.dir.path(), Synchronous::Normal).expect("store");
+    let store = app.server.state.store.clone();
     // One day later than the boundary, with a one-day retention: everything before it goes.
-    let report = retention_pass(&store, boundary + 86_400_000, 1)
+    let report = store
+        .retention_pass(boundary + 86_400_000, 1)
         .await
         .expect("pass");
     assert_eq!(report.events, 4);
@@ -844,17 +842,20 @@ async fn retention_removes_old_events_and_empty_errors() {
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM attachments"), 0);
 
     // A pass with nothing old deletes nothing; zero days keeps everything.
-    let again = retention_pass(&store, boundary + 86_400_000, 1)
+    let again = store
+        .retention_pass(boundary + 86_400_000, 1)
         .await
         .expect("pass");
     assert_eq!(again.events, 0);
-    let keep = retention_pass(&store, now_millis() + 1000 * 86_400_000, 0)
+    let keep = store
+        .retention_pass(now_millis() + 1000 * 86_400_000, 0)
         .await
         .expect("pass");
     assert_eq!(keep.events, 0);
 
     // Far in the future everything is old: events, errors and their hourly counts go.
-    let all = retention_pass(&store, now_millis() + 91 * 86_400_000, 90)
+    let all = store
+        .retention_pass(now_millis() + 91 * 86_400_000, 90)
         .await
         .expect("pass");
     assert_eq!(all.events, 2);

@@ -576,6 +576,8 @@ fn write_error(e: WriteError) -> IngestError {
         WriteError::QueueFull | WriteError::Closed => IngestError::Unavailable { retry_after: 1 },
         // A full disk is not fixed in a second.
         WriteError::StorageFull => IngestError::Unavailable { retry_after: 60 },
+        // A restart or a fail-over takes seconds; the backend reconnects meanwhile.
+        WriteError::Unavailable => IngestError::Unavailable { retry_after: 5 },
         WriteError::Failed => IngestError::Internal,
     }
 }

@@ -27,17 +27,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Transaction};
-
-use super::StoreResult;
-
 /// Longest time counts wait in memory while events keep arriving. Readers never wait for it
 /// (they ask for a flush); it bounds how far the database file lags behind when nobody reads.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The hour bucket `error_hourly.hour` uses for an event time in unix milliseconds: the start of
 /// its hour, in seconds.
-pub(crate) fn hour_of(occurred_at_ms: i64) -> i64 {
+pub fn hour_of(occurred_at_ms: i64) -> i64 {
     occurred_at_ms.div_euclid(3_600_000) * 3600
 }
 
@@ -55,7 +51,7 @@ struct ErrorGain {
 
 /// Counts not yet written to the database.
 #[derive(Debug, Default)]
-pub(crate) struct PendingCounts {
+pub struct PendingCounts {
     errors: HashMap<i64, ErrorGain>,
     hours: HashMap<(i64, i64), i64>,
     /// Highest event id counted here (0 when empty).
@@ -168,44 +164,23 @@ impl PendingCounts {
         }
     }
 
-    /// Writes these counts in `tx` and moves the mark past them. The caller clears them once
-    /// `tx` has committed.
-    pub fn write(&self, tx: &Transaction) -> StoreResult<()> {
-        if self.is_empty() {
-            return Ok(());
-        }
-        let mut bump = tx.prepare_cached(
-            "UPDATE errors SET event_count = event_count + ?3,
-                               last_seen_at = MAX(last_seen_at, ?4),
-                               description = ?5,
-                               actor = ?6
-             WHERE id = ?1 AND fingerprint = ?2",
-        )?;
-        for (id, g) in &self.errors {
-            bump.execute(params![
+    /// Each error's gain: (error id, fingerprint, events, last seen, description, actor).
+    pub fn errors(&self) -> impl Iterator<Item = (i64, i64, i64, i64, &str, &str)> + '_ {
+        self.errors.iter().map(|(&id, g)| {
+            (
                 id,
                 g.fingerprint,
                 g.count,
                 g.last_seen_at,
-                g.description,
-                g.actor
-            ])?;
-        }
-        // The writer's connection does not check foreign keys, so an hour of an error deleted
-        // since is skipped here rather than left behind.
-        let mut bump_hour = tx.prepare_cached(
-            "INSERT INTO error_hourly (error_id, hour, count)
-             SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM errors WHERE id = ?1)
-             ON CONFLICT (error_id, hour) DO UPDATE SET count = count + excluded.count",
-        )?;
-        for ((id, hour), n) in &self.hours {
-            bump_hour.execute(params![id, hour, n])?;
-        }
-        tx.prepare_cached(
-            "UPDATE ingest_state SET counted_through = MAX(counted_through, ?1) WHERE id = 1",
-        )?
-        .execute([self.through])?;
-        Ok(())
+                g.description.as_str(),
+                g.actor.as_str(),
+            )
+        })
+    }
+
+    /// Each (error id, hour) bucket's gain.
+    pub fn hours(&self) -> impl Iterator<Item = ((i64, i64), i64)> + '_ {
+        self.hours.iter().map(|(&k, &n)| (k, n))
     }
 
     /// Restarts the wait, after a failed write.
@@ -221,46 +196,6 @@ impl PendingCounts {
         self.through = 0;
         self.since = None;
     }
-}
-
-/// The mark: every event with a higher id is not yet in the counts.
-pub(crate) fn counted_through(tx: &Transaction) -> StoreResult<i64> {
-    Ok(tx.query_row(
-        "SELECT counted_through FROM ingest_state WHERE id = 1",
-        [],
-        |r| r.get(0),
-    )?)
-}
-
-/// Counts the events above the mark (those stored after the last flush before a crash or a
-/// kill) and writes them, in `tx`. Returns how many events were counted.
-pub(crate) fn recount_tail(tx: &Transaction) -> StoreResult<u64> {
-    let mark = counted_through(tx)?;
-    let mut tail = PendingCounts::default();
-    let mut n = 0u64;
-    {
-        let mut events = tx.prepare(
-            "SELECT ev.id, ev.error_id, er.fingerprint, ev.occurred_at, ev.description, ev.actor
-             FROM events ev JOIN errors er ON er.id = ev.error_id
-             WHERE ev.id > ?1 ORDER BY ev.id",
-        )?;
-        let mut rows = events.query([mark])?;
-        while let Some(r) = rows.next()? {
-            let description: String = r.get(4)?;
-            let actor: String = r.get(5)?;
-            tail.add(
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                &description,
-                &actor,
-            );
-            n += 1;
-        }
-    }
-    tail.write(tx)?;
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -1,16 +1,15 @@
-//! Persistence: the only module that contains SQL. It defines the records the rest of the crate
-//! works with, the [`Store`] trait the HTTP layer and the start-up code call, and the SQLite
-//! backend with its versioned migrations. The batching writer for ingested events lives in
-//! [`crate::writer`] but its transaction body is here too ([`sqlite::EventSink`]).
+//! Persistence: the only module that contains SQL. This level is the backend-neutral vocabulary:
+//! the records the rest of the crate works with, [`StoreError`], the [`Store`] trait (with its
+//! supertraits [`ReadStore`], [`WebStore`], [`AlertStore`]) that the HTTP layer, the background
+//! tasks and the start-up code call, and [`ingest::EventSink`], the writer's side. Each backend
+//! lives in a folder of its own with its SQL, migrations and upkeep: [`sqlite`] (embedded, the
+//! default). [`open`] picks the backend from the configuration.
 
 pub mod alerts;
-pub mod checkpoint;
 pub mod counts;
 pub mod ingest;
 pub mod payload;
-pub mod purge;
 pub mod read;
-pub mod retention;
 pub mod sqlite;
 pub mod web;
 
@@ -19,18 +18,31 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 pub use alerts::AlertStore;
+pub use ingest::{EventSink, SinkHooks};
 pub use read::ReadStore;
 pub use sqlite::SqliteStore;
 pub use web::WebStore;
 
-/// Failures of the storage layer. Nothing here knows about HTTP; the HTTP layer maps these to a
-/// 5xx (or, for the few domain conflicts, a 4xx).
+/// A backend's own error, kept as the source of a [`StoreError`] for the log.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Failures of the storage layer, in words every backend shares. Nothing here knows about HTTP;
+/// the HTTP layer maps these to a 5xx (or, for the few domain conflicts, a 4xx). Each backend
+/// converts its driver's errors (`From` in its folder), deciding there which mean "full" or
+/// "unavailable".
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error")]
-    Sqlite(#[from] rusqlite::Error),
+    Database(#[source] BackendError),
+    /// The database cannot be reached (down, restarting, failing over). Ingestion answers 503
+    /// with `Retry-After`; the backend reconnects by itself.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] BackendError),
     #[error("database migration failed")]
-    Migration(#[source] rusqlite::Error),
+    Migration(#[source] BackendError),
+    /// A row that had to exist was not there.
+    #[error("a row the operation needed was not found")]
+    Missing,
     #[error("could not create the data directory {path}")]
     DataDir {
         path: String,
@@ -50,19 +62,49 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when SQLite reported that the database or the disk is full.
+    /// True when the database or its disk is full.
     pub fn is_full(&self) -> bool {
-        match self {
-            StoreError::Full => true,
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
-                e.code == rusqlite::ErrorCode::DiskFull
-            }
-            _ => false,
-        }
+        matches!(self, StoreError::Full)
+    }
+
+    /// True when the failure is temporary and the client should try again later: a full
+    /// database, or one that cannot be reached.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Full | StoreError::Unavailable(_))
     }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The database file of the SQLite backend in a data directory.
+pub fn sqlite_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("faultline.db")
+}
+
+/// Whether the configured database exists already, for the commands that must not create one
+/// by mistake (run from the wrong directory, they would answer as if nothing existed).
+pub fn database_exists(config: &crate::config::DatabaseConfig, data_dir: &std::path::Path) -> bool {
+    let _ = config;
+    sqlite_path(data_dir).exists()
+}
+
+/// Opens the configured backend (creating the database if needed) and applies its migrations.
+pub async fn open(
+    config: &crate::config::DatabaseConfig,
+    data_dir: &std::path::Path,
+) -> StoreResult<std::sync::Arc<dyn Store>> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let opts = sqlite::SqliteOptions {
+        path: sqlite_path(data_dir),
+        synchronous: config.synchronous,
+        max_page_count: config.max_page_count,
+    };
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(opts)).await??;
+    Ok(std::sync::Arc::new(store))
+}
 
 /// GitLab access levels, as stored in `project_members.access_level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -184,6 +226,27 @@ pub struct ClientKey {
     pub public_key: String,
 }
 
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub events: u64,
+    /// Errors left without any event.
+    pub errors: u64,
+    pub attachments: u64,
+    pub user_reports: u64,
+    /// Hourly counts older than the retention period.
+    pub hourly_rows: u64,
+}
+
+/// What purging one project removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub events: u64,
+    pub errors: u64,
+    pub attachments: u64,
+    pub user_reports: u64,
+}
+
 /// One page of a list plus the total, for GitLab's pagination headers.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
@@ -198,6 +261,8 @@ pub struct Page<T> {
 pub trait Store: ReadStore + AlertStore + WebStore + Send + Sync + 'static {
     /// Cheap query proving the database answers; used by `/-/readiness`.
     async fn ping(&self) -> StoreResult<()>;
+    /// The number of migrations applied, which is this build's schema version once open.
+    fn schema_version(&self) -> usize;
 
     async fn user_count(&self) -> StoreResult<u64>;
     async fn create_user(&self, user: NewUser) -> StoreResult<User>;
@@ -266,4 +331,22 @@ pub trait Store: ReadStore + AlertStore + WebStore + Send + Sync + 'static {
     async fn for_each_key(&self, each: Box<dyn FnMut(ClientKey) + Send>) -> StoreResult<()>;
     /// How many rows `for_each_key` will stream, so the cache can be sized once.
     async fn key_count(&self) -> StoreResult<u64>;
+
+    /// Opens the writer's own connection ([`EventSink`]), with whatever the backend runs beside
+    /// it for as long as it lives (SQLite's checkpoint thread). The counts a previous process
+    /// left unwritten are recounted before this returns.
+    async fn open_sink(&self, hooks: SinkHooks) -> StoreResult<Box<dyn EventSink>>;
+
+    /// One retention pass: deletes what was received before `now_millis - days` (nothing when
+    /// `days` is 0), in small transactions that never keep the writer waiting for long.
+    /// `now_millis` is a parameter so tests control the clock.
+    ///
+    /// An error's `event_count` is not lowered when its old events go: it counts every event the
+    /// error ever had (Sentry's "times seen"), and keeping it monotonic is what lets the
+    /// frequency-ordered list page without repeating an error (see `store::read`).
+    async fn retention_pass(&self, now_millis: i64, days: u32) -> StoreResult<RetentionReport>;
+
+    /// Removes the rows of every project marked for deletion, in small transactions; returns
+    /// one report per project purged. A purge cut short is taken up by the next call.
+    async fn purge_marked(&self) -> StoreResult<Vec<(i64, PurgeReport)>>;
 }

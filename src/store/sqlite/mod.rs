@@ -1,6 +1,17 @@
-//! The embedded SQLite backend: connection setup, versioned migrations and the management
-//! queries behind [`Store`]. Connections are handed out from a small pool and used on tokio's
-//! blocking threads, because rusqlite is synchronous.
+//! The embedded SQLite backend, the default: connection setup, versioned migrations and the
+//! management queries behind [`Store`]. Connections are handed out from a small pool and used on
+//! tokio's blocking threads, because rusqlite is synchronous. The other traits' SQL is in the
+//! files beside this one: `read`, `web`, `alerts`, the writer's `ingest` and `counts`, and the
+//! upkeep: `retention`, `purge` and the `checkpoint` thread.
+
+pub mod alerts;
+pub mod checkpoint;
+pub mod counts;
+pub mod ingest;
+pub mod purge;
+pub mod read;
+pub mod retention;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +21,24 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::*;
+use crate::store::*;
+
+pub use ingest::SqliteSink;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+                StoreError::Full
+            }
+            _ => StoreError::Database(Box::new(e)),
+        }
+    }
+}
+
+fn migration_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Migration(Box::new(e))
+}
 
 /// Durability of a commit, SQLite's `synchronous` pragma. `Normal` (the default) survives a crash
 /// of the process but may lose the last transactions on power loss; `Full` survives power loss
@@ -405,14 +433,14 @@ pub fn migrate(conn: &mut Connection) -> StoreResult<usize> {
 fn migrate_to(conn: &mut Connection, last: usize) -> StoreResult<usize> {
     let current: usize = conn
         .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
-        .map_err(StoreError::Migration)? as usize;
+        .map_err(migration_error)? as usize;
     let mut applied = 0;
     for (i, sql) in MIGRATIONS.iter().enumerate().take(last).skip(current) {
-        let tx = conn.transaction().map_err(StoreError::Migration)?;
-        tx.execute_batch(sql).map_err(StoreError::Migration)?;
+        let tx = conn.transaction().map_err(migration_error)?;
+        tx.execute_batch(sql).map_err(migration_error)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)
-            .map_err(StoreError::Migration)?;
-        tx.commit().map_err(StoreError::Migration)?;
+            .map_err(migration_error)?;
+        tx.commit().map_err(migration_error)?;
         applied += 1;
     }
     Ok(applied)
@@ -1039,9 +1067,7 @@ impl Store for SqliteStore {
                  ON CONFLICT(project_id) DO UPDATE SET active = excluded.active, integrated = excluded.integrated",
                 params![setting.project_id, setting.active, setting.integrated],
             )?;
-            let row = get_setting(&tx, setting.project_id)?.ok_or(StoreError::Sqlite(
-                rusqlite::Error::QueryReturnedNoRows,
-            ))?;
+            let row = get_setting(&tx, setting.project_id)?.ok_or(StoreError::Missing)?;
             let key = ensure_first_key(&tx, &row, first_key)?;
             tx.commit()?;
             Ok((row, key))
@@ -1067,7 +1093,7 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             let row = get_setting(&tx, project_id)?
-                .ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?;
+                .ok_or(StoreError::Missing)?;
             let key = ensure_first_key(&tx, &row, first_key)?;
             tx.commit()?;
             Ok(Some((row, key)))
@@ -1161,6 +1187,29 @@ impl Store for SqliteStore {
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
+    }
+
+    fn schema_version(&self) -> usize {
+        schema_version()
+    }
+
+    async fn open_sink(&self, hooks: SinkHooks) -> StoreResult<Box<dyn EventSink>> {
+        let opts = self.options().clone();
+        let sink = tokio::task::spawn_blocking(move || -> StoreResult<SqliteSink> {
+            let sink = SqliteSink::open(&opts, hooks)?;
+            let checkpointer = checkpoint::Checkpointer::start(&opts)?;
+            Ok(sink.with_checkpointer(checkpointer))
+        })
+        .await??;
+        Ok(Box::new(sink))
+    }
+
+    async fn retention_pass(&self, now_millis: i64, days: u32) -> StoreResult<RetentionReport> {
+        retention::retention_pass(self, now_millis, days).await
+    }
+
+    async fn purge_marked(&self) -> StoreResult<Vec<(i64, PurgeReport)>> {
+        purge::purge_marked(self).await
     }
 
     async fn for_each_key(&self, mut each: Box<dyn FnMut(ClientKey) + Send>) -> StoreResult<()> {

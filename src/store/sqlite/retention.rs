@@ -1,4 +1,4 @@
-//! Retention's SQL: one pass deletes what is older than the retention period, in small
+//! Retention on SQLite: one pass deletes what is older than the retention period, in small
 //! transactions on a connection of its own, pausing between them so that the ingestion writer is
 //! never kept from the write lock for long. When passes run is [`crate::retention`]'s business.
 //!
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::sqlite::{open_connection, SqliteStore};
-use super::StoreResult;
+use super::{open_connection, SqliteStore};
+use crate::store::{RetentionReport, StoreResult};
 
 /// Rows deleted per transaction. Measured with `benches/read_api.rs` (1M events of ~700 bytes,
 /// events arriving meanwhile): 1,000-row batches held the lock long enough to raise ingestion's
@@ -28,18 +28,6 @@ const HOURLY_ERROR_SPAN: i64 = 1000;
 /// after growing sleeps (1, 2, 5, 10, ... ms); a pause at least as long as the batch that made it
 /// wait lets its next retry find the lock free instead of losing the race again.
 const MIN_PAUSE: Duration = Duration::from_millis(10);
-
-/// What one pass deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RetentionReport {
-    pub events: u64,
-    /// Errors left without any event.
-    pub errors: u64,
-    pub attachments: u64,
-    pub user_reports: u64,
-    /// Hourly counts older than the retention period.
-    pub hourly_rows: u64,
-}
 
 /// Deletes everything received before `now_millis - days`. `now_millis` is a parameter so tests
 /// control the clock; `days == 0` means keep forever and deletes nothing.
@@ -201,6 +189,7 @@ pub(super) async fn pause(took: Duration) {
 mod tests {
     use super::*;
     use crate::store::ingest::{test_event, EventRecord, EventSink, Record};
+    use crate::store::sqlite::SqliteSink;
 
     fn event(n: u64, fingerprint: i64, occurred_at: i64) -> Record {
         Record::Event(EventRecord {
@@ -232,7 +221,7 @@ mod tests {
         let now = 1_000 * day;
         // 2,500 old events over errors 1 (old only) and 2 (old and new), more than two batches,
         // then 10 recent events of error 2 and 1 of error 3.
-        let mut sink = EventSink::open(store.options()).expect("sink");
+        let mut sink = SqliteSink::open(store.options(), Default::default()).expect("sink");
         let old: Vec<Record> = (0..2500)
             .map(|n| event(n, 1 + (n % 2) as i64, now - 40 * day + n as i64))
             .collect();
@@ -307,7 +296,7 @@ mod tests {
                 Ok(())
             })
             .expect("project");
-        let mut sink = EventSink::open(store.options()).expect("sink");
+        let mut sink = SqliteSink::open(store.options(), Default::default()).expect("sink");
         sink.write_batch(&[&[event(1, 1, 0)]]).expect("first event");
 
         let opts = store.options().clone();

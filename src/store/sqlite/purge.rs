@@ -12,17 +12,8 @@
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::retention::{batch, pause, BATCH_ROWS};
-use super::sqlite::{open_connection, SqliteStore};
-use super::StoreResult;
-
-/// What purging one project removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PurgeReport {
-    pub events: u64,
-    pub errors: u64,
-    pub attachments: u64,
-    pub user_reports: u64,
-}
+use super::{open_connection, SqliteStore};
+use crate::store::{PurgeReport, StoreResult};
 
 /// Purges every project marked for deletion; returns one report per project purged.
 pub async fn purge_marked(store: &SqliteStore) -> StoreResult<Vec<(i64, PurgeReport)>> {
@@ -112,6 +103,7 @@ fn delete_batch(conn: &mut Connection, sql: &str, project_id: i64) -> StoreResul
 mod tests {
     use super::*;
     use crate::store::ingest::{test_event, EventOutcome, EventRecord, EventSink, Record};
+    use crate::store::sqlite::SqliteSink;
     use crate::store::{NewProject, NewUser, Store};
 
     fn count(store: &SqliteStore, sql: &str) -> i64 {
@@ -153,7 +145,7 @@ mod tests {
             .await
             .expect("key");
         // More events and errors than one batch holds, so the purge takes several rounds.
-        let mut sink = EventSink::open(store.options()).expect("sink");
+        let mut sink = SqliteSink::open(store.options(), Default::default()).expect("sink");
         let events: Vec<Record> = (0..(2 * BATCH_ROWS as u64 + 7))
             .map(|n| {
                 let mut e = test_event(n, n as i64 % 300, 1_000 + n as i64);
