@@ -93,11 +93,14 @@ pub enum AdminCommand {
 /// effect there at once; client keys and settings, which a server keeps in memory, are managed
 /// only through the API.
 pub async fn run(config: &Config, cmd: AdminCommand, create_database: bool) -> anyhow::Result<()> {
-    if !create_database && !crate::store::database_exists(&config.database, &config.data_dir) {
+    if !create_database
+        && !crate::store::database_exists(&config.database, &config.data_dir).await?
+    {
         bail!(
             "no database at {}: point --data-dir (or FAULTLINE_DATA_DIR) at the server's data \
-             directory, or pass --create-database to create a new one",
-            crate::store::sqlite_path(&config.data_dir).display()
+             directory (or database.url at its database), or pass --create-database to create \
+             a new one",
+            crate::store::database_location(&config.database, &config.data_dir)
         );
     }
     let store = open_store(config).await?;

@@ -141,7 +141,12 @@ impl LogConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(default)]
 pub struct DatabaseConfig {
-    /// `normal` (default): commits survive a process crash; `full`: they survive power loss.
+    /// A PostgreSQL URL (`postgres://user:pass@host:5432/db`, `FAULTLINE_DATABASE__URL`)
+    /// selects the PostgreSQL backend, for several nodes on one database; unset, SQLite in the
+    /// data directory. A secret, since it usually carries the password.
+    pub url: Option<Secret>,
+    /// SQLite: `normal` (default): commits survive a process crash; `full`: they survive power
+    /// loss.
     pub synchronous: Synchronous,
     /// Cap on the database size in SQLite pages (4 KiB each); unset = no cap.
     pub max_page_count: Option<u64>,

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod counts;
 pub mod ingest;
 pub mod payload;
+pub mod postgres;
 pub mod read;
 pub mod sqlite;
 pub mod web;
@@ -83,9 +84,26 @@ pub fn sqlite_path(data_dir: &std::path::Path) -> std::path::PathBuf {
 
 /// Whether the configured database exists already, for the commands that must not create one
 /// by mistake (run from the wrong directory, they would answer as if nothing existed).
-pub fn database_exists(config: &crate::config::DatabaseConfig, data_dir: &std::path::Path) -> bool {
-    let _ = config;
-    sqlite_path(data_dir).exists()
+pub async fn database_exists(
+    config: &crate::config::DatabaseConfig,
+    data_dir: &std::path::Path,
+) -> StoreResult<bool> {
+    match &config.url {
+        Some(url) => postgres::PgStore::is_migrated(&url.0).await,
+        None => Ok(sqlite_path(data_dir).exists()),
+    }
+}
+
+/// Where the configured database is, for messages: the SQLite file, or the PostgreSQL URL with
+/// its password redacted.
+pub fn database_location(
+    config: &crate::config::DatabaseConfig,
+    data_dir: &std::path::Path,
+) -> String {
+    match &config.url {
+        Some(url) => postgres::redacted_url(&url.0),
+        None => sqlite_path(data_dir).display().to_string(),
+    }
 }
 
 /// Opens the configured backend (creating the database if needed) and applies its migrations.
@@ -93,6 +111,10 @@ pub async fn open(
     config: &crate::config::DatabaseConfig,
     data_dir: &std::path::Path,
 ) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if let Some(url) = &config.url {
+        tracing::info!(database = %postgres::redacted_url(&url.0), "opening PostgreSQL");
+        return Ok(std::sync::Arc::new(postgres::PgStore::open(&url.0).await?));
+    }
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
         path: data_dir.display().to_string(),
         source,
