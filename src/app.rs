@@ -155,6 +155,9 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         .await
         .context("loading client keys")?;
     tracing::info!(keys = cache.key_count(), "key cache loaded");
+    let (tx, rx) = watch::channel(false);
+    // With several nodes on one database, changes made through the others (PostgreSQL only).
+    store.watch_key_cache(cache.clone(), tx.subscribe());
 
     let addr = listener.local_addr()?;
     let external_url = config.external_url_for(addr)?;
@@ -222,7 +225,6 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         sign_in_throttle: Arc::new(crate::domain::passwords::SignInThrottle::new()),
     });
     let router = http::router(state.clone());
-    let (tx, rx) = watch::channel(false);
     // Deletes data older than `retention.days` in the background; stops with the server.
     crate::retention::spawn(
         retention_store,

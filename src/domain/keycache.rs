@@ -109,6 +109,37 @@ impl KeyCache {
         });
     }
 
+    /// Forgets a project's setting (it was deleted), so its events are refused as having none.
+    pub fn remove_setting(&self, project_id: i64) {
+        self.settings.remove(&project_id);
+    }
+
+    /// Makes the cache match a full read of the database, for a node that may have missed
+    /// changes made through another node. Entries are overwritten in place, never cleared
+    /// first, so an event checked meanwhile never finds its key or setting missing. Keys the
+    /// database no longer has stay as inactive entries, as [`KeyCache::remove_key`] leaves
+    /// them.
+    pub fn reload(&self, keys: Vec<ClientKey>, settings: Vec<Setting>) {
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        for k in &keys {
+            if let Some(bytes) = parse_public_key(&k.public_key) {
+                seen.insert(bytes);
+            }
+            self.upsert_key(k);
+        }
+        self.keys.iter_mut().for_each(|mut e| {
+            if !seen.contains(e.key()) {
+                e.active = false;
+            }
+        });
+        let projects: std::collections::HashSet<i64> =
+            settings.iter().map(|s| s.project_id).collect();
+        for s in settings {
+            self.set_setting(s);
+        }
+        self.settings.retain(|id, _| projects.contains(id));
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
@@ -210,5 +241,32 @@ mod tests {
             KeyDecision::Unknown
         );
         assert_eq!(c.key_count(), 2);
+    }
+
+    #[test]
+    fn a_reload_follows_the_database_without_dropping_entries() {
+        let c = cache();
+        // K1 was deleted elsewhere, K2 enabled, project 6 got a setting, project 5 lost its.
+        c.reload(
+            vec![ClientKey {
+                id: 2,
+                project_id: 6,
+                active: true,
+                public_key: K2.into(),
+            }],
+            vec![Setting {
+                project_id: 6,
+                active: true,
+                integrated: true,
+            }],
+        );
+        assert_eq!(
+            c.check(K1, 5),
+            KeyDecision::Inactive,
+            "deleted: refused as disabled"
+        );
+        assert_eq!(c.check(K2, 6), KeyDecision::Allowed { key_id: 2 });
+        c.remove_setting(6);
+        assert_eq!(c.check(K2, 6), KeyDecision::SettingMissing);
     }
 }

@@ -371,4 +371,14 @@ pub trait Store: ReadStore + AlertStore + WebStore + Send + Sync + 'static {
     /// Removes the rows of every project marked for deletion, in small transactions; returns
     /// one report per project purged. A purge cut short is taken up by the next call.
     async fn purge_marked(&self) -> StoreResult<Vec<(i64, PurgeReport)>>;
+
+    /// Keeps `cache` in step with changes other nodes make, until `stop` turns true. A backend
+    /// that serves one node (SQLite: one server per data directory) has nothing to follow.
+    fn watch_key_cache(
+        &self,
+        cache: std::sync::Arc<crate::domain::keycache::KeyCache>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let _ = (cache, stop);
+    }
 }

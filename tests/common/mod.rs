@@ -1,5 +1,11 @@
 //! Shared test harness: starts the real server on 127.0.0.1:0 with a temporary data directory
 //! and offers a few helpers to set up users, projects, tokens and keys over the HTTP API.
+//!
+//! The backend comes from the environment, so the same suite runs on both:
+//! `FAULTLINE_TEST_BACKEND=postgres` with `FAULTLINE_TEST_POSTGRES` (a superuser URL to a
+//! cluster, as `scripts/throwaway-postgres start` prints) gives every test app a fresh
+//! PostgreSQL database; unset, or `sqlite`, the embedded default. Tests that look at stored rows
+//! do it through [`Db`], which speaks to either.
 #![allow(dead_code)]
 
 pub mod gitlab;
@@ -40,6 +46,7 @@ pub async fn spawn_app_with_clock(
         data_dir: dir.path().to_path_buf(),
         ..Config::default()
     };
+    use_test_database(&mut config, dir.path()).await;
     tweak(&mut config);
     let server = app::spawn_with_clock(config, clock)
         .await
@@ -226,6 +233,7 @@ pub async fn spawn_on_dir(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)
         data_dir: dir.to_path_buf(),
         ..Config::default()
     };
+    use_test_database(&mut config, dir).await;
     tweak(&mut config);
     app::spawn(config).await.expect("server starts")
 }
@@ -758,5 +766,228 @@ impl std::io::Write for LogCapture {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Which backend the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backend `FAULTLINE_TEST_BACKEND` names (SQLite when unset).
+pub fn backend() -> Backend {
+    match std::env::var("FAULTLINE_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Ok("") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("FAULTLINE_TEST_BACKEND={other}: use sqlite or postgres"),
+    }
+}
+
+/// The file in a test's data directory that remembers its PostgreSQL database, so a restart on
+/// the same directory ([`spawn_on_dir`]) reaches the same data.
+const TEST_DATABASE_FILE: &str = "test-database-url";
+
+/// The superuser URL of the test cluster. Asking for PostgreSQL without one is a failure, never
+/// a skip.
+fn postgres_cluster() -> String {
+    std::env::var("FAULTLINE_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "FAULTLINE_TEST_BACKEND=postgres needs FAULTLINE_TEST_POSTGRES: run \
+             `eval \"$(scripts/throwaway-postgres start)\"` first"
+        )
+    })
+}
+
+/// A URL like `cluster` with another database name.
+fn with_database(cluster: &str, name: &str) -> String {
+    let mut url = reqwest::Url::parse(cluster).expect("FAULTLINE_TEST_POSTGRES is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// On PostgreSQL, points `config` at the data directory's database, creating a fresh one the
+/// first time.
+async fn use_test_database(config: &mut Config, dir: &std::path::Path) {
+    if backend() != Backend::Postgres {
+        return;
+    }
+    let file = dir.join(TEST_DATABASE_FILE);
+    let url = match std::fs::read_to_string(&file) {
+        Ok(url) => url,
+        Err(_) => {
+            let url = create_test_database().await;
+            std::fs::write(&file, &url).expect("remember the test database");
+            url
+        }
+    };
+    config.database.url = Some(faultline::config::Secret(url));
+}
+
+/// Creates an empty database on the test cluster and returns its URL.
+pub async fn create_test_database() -> String {
+    let cluster = postgres_cluster();
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let (client, connection) = tokio_postgres::connect(&cluster, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test cluster");
+    let driver = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create a test database");
+    drop(client);
+    let _ = driver.await;
+    with_database(&cluster, &name)
+}
+
+/// A value read back from the database, whichever backend stored it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl SqlValue {
+    pub fn int(&self) -> i64 {
+        match self {
+            SqlValue::Int(n) => *n,
+            other => panic!("expected an integer, got {other:?}"),
+        }
+    }
+    pub fn text(&self) -> Option<String> {
+        match self {
+            SqlValue::Null => None,
+            SqlValue::Text(t) => Some(t.clone()),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            SqlValue::Bytes(b) => b.clone(),
+            other => panic!("expected bytes, got {other:?}"),
+        }
+    }
+}
+
+/// Direct access to a test app's database, for what no API shows (how a payload is stored,
+/// what a purge left behind). SQL must be portable: booleans compared as `WHERE is_message`,
+/// no placeholders (values are written into the statement), no backend-only functions.
+pub enum Db {
+    Sqlite(Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Db {
+    /// The database of the data directory `dir` (for a test that stopped its server).
+    pub async fn of_dir(dir: &std::path::Path) -> Db {
+        match backend() {
+            Backend::Sqlite => {
+                Db::Sqlite(Connection::open(dir.join("faultline.db")).expect("open db"))
+            }
+            Backend::Postgres => {
+                let url = std::fs::read_to_string(dir.join(TEST_DATABASE_FILE))
+                    .expect("the test's database URL");
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to the test database");
+                tokio::spawn(connection);
+                Db::Postgres(client)
+            }
+        }
+    }
+
+    pub async fn of(app: &TestApp) -> Db {
+        Db::of_dir(app.dir.path()).await
+    }
+
+    /// Every row of `sql`, each column as a [`SqlValue`].
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<SqlValue>> {
+        match self {
+            Db::Sqlite(conn) => {
+                let mut st = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let n = st.column_count();
+                let mut out = Vec::new();
+                let mut rows = st.query([]).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                while let Some(r) = rows.next().expect("row") {
+                    let mut row = Vec::with_capacity(n);
+                    for i in 0..n {
+                        use rusqlite::types::ValueRef;
+                        row.push(match r.get_ref(i).expect("column") {
+                            ValueRef::Null => SqlValue::Null,
+                            ValueRef::Integer(n) => SqlValue::Int(n),
+                            ValueRef::Real(f) => SqlValue::Int(f as i64),
+                            ValueRef::Text(t) => {
+                                SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+                            }
+                            ValueRef::Blob(b) => SqlValue::Bytes(b.to_vec()),
+                        });
+                    }
+                    out.push(row);
+                }
+                out
+            }
+            Db::Postgres(client) => {
+                use tokio_postgres::types::Type;
+                let rows = client
+                    .query(sql, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                rows.iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| {
+                                let t = r.columns()[i].type_().clone();
+                                let v = if t == Type::INT8 {
+                                    r.get::<_, Option<i64>>(i).map(SqlValue::Int)
+                                } else if t == Type::INT4 {
+                                    r.get::<_, Option<i32>>(i).map(|n| SqlValue::Int(n.into()))
+                                } else if t == Type::BOOL {
+                                    r.get::<_, Option<bool>>(i).map(|b| SqlValue::Int(b.into()))
+                                } else if t == Type::BYTEA {
+                                    r.get::<_, Option<Vec<u8>>>(i).map(SqlValue::Bytes)
+                                } else if t == Type::NUMERIC {
+                                    panic!("{sql}: cast NUMERIC results (SUM) to BIGINT")
+                                } else {
+                                    r.get::<_, Option<String>>(i).map(SqlValue::Text)
+                                };
+                                v.unwrap_or(SqlValue::Null)
+                            })
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The one row `sql` returns.
+    pub async fn row(&self, sql: &str) -> Vec<SqlValue> {
+        let mut rows = self.rows(sql).await;
+        assert_eq!(rows.len(), 1, "{sql} returned {} rows", rows.len());
+        rows.remove(0)
+    }
+
+    /// The single integer `sql` returns (a count).
+    pub async fn int(&self, sql: &str) -> i64 {
+        self.row(sql).await[0].int()
+    }
+
+    /// Runs a statement that returns nothing.
+    pub async fn execute(&self, sql: &str) {
+        match self {
+            Db::Sqlite(conn) => {
+                conn.execute_batch(sql)
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            Db::Postgres(client) => {
+                client
+                    .batch_execute(sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod ingest;
 pub mod manage;
+pub mod notify;
 pub mod read;
 pub mod schema;
 pub mod upkeep;

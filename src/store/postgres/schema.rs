@@ -238,6 +238,45 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX web_sessions_by_user ON web_sessions (user_id);
     "#,
+    // 2: every node's key cache follows changes made through any node. A trigger on the two
+    // tables the cache mirrors bumps a revision and announces what changed on the
+    // `faultline_cache` channel as `<revision>:key:<public key>` or
+    // `<revision>:setting:<project id>`; see `store::postgres::notify`. A trigger, rather than
+    // a NOTIFY beside each write, also covers writes no node made (a restore, a manual fix).
+    r#"
+    CREATE TABLE cache_revision (
+        id  BIGINT PRIMARY KEY CHECK (id = 1),
+        rev BIGINT NOT NULL
+    );
+    INSERT INTO cache_revision (id, rev) VALUES (1, 0);
+    CREATE FUNCTION faultline_cache_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        r    BIGINT;
+        what TEXT;
+    BEGIN
+        UPDATE cache_revision SET rev = rev + 1 WHERE id = 1 RETURNING rev INTO r;
+        IF TG_TABLE_NAME = 'client_keys' THEN
+            IF TG_OP = 'DELETE' THEN
+                what := 'key:' || OLD.public_key;
+            ELSE
+                what := 'key:' || NEW.public_key;
+            END IF;
+        ELSE
+            IF TG_OP = 'DELETE' THEN
+                what := 'setting:' || OLD.project_id;
+            ELSE
+                what := 'setting:' || NEW.project_id;
+            END IF;
+        END IF;
+        PERFORM pg_notify('faultline_cache', r || ':' || what);
+        RETURN NULL;
+    END
+    $$;
+    CREATE TRIGGER client_keys_changed AFTER INSERT OR UPDATE OR DELETE ON client_keys
+        FOR EACH ROW EXECUTE FUNCTION faultline_cache_changed();
+    CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE OR DELETE ON error_tracking_settings
+        FOR EACH ROW EXECUTE FUNCTION faultline_cache_changed();
+    "#,
 ];
 
 /// One UTC day in unix milliseconds.
