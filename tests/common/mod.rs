@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod gitlab;
+pub mod process;
 pub mod receiver;
 
 use std::sync::Arc;
