@@ -350,9 +350,18 @@ pub async fn bootstrap_admin(
             Some(_) => anyhow::bail!(
                 "a non-administrator user named root exists; cannot attach admin_token to it"
             ),
-            None => store.create_user(root_user()).await?,
+            // Several nodes starting together on one database race for these two rows: the
+            // loser of each race takes the winner's.
+            None => match store.create_user(root_user()).await {
+                Ok(root) => root,
+                Err(crate::store::StoreError::Conflict(_)) => store
+                    .user_by_username("root")
+                    .await?
+                    .context("root vanished while starting")?,
+                Err(e) => return Err(e.into()),
+            },
         };
-        store
+        let created = store
             .create_token(NewToken {
                 user_id: root.id,
                 name: "configured admin token".into(),
@@ -360,14 +369,23 @@ pub async fn bootstrap_admin(
                 expires_at: None,
                 digest,
             })
-            .await?;
+            .await;
+        match created {
+            Ok(_) | Err(crate::store::StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!("configured administrator token registered");
         return Ok(None);
     }
     if store.user_count().await? > 0 {
         return Ok(None);
     }
-    let root = store.create_user(root_user()).await?;
+    let root = match store.create_user(root_user()).await {
+        Ok(root) => root,
+        // Another node on the same database created it first; that node prints the secrets.
+        Err(crate::store::StoreError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let secret = tokens::generate_token();
     store
         .create_token(NewToken {
