@@ -945,6 +945,7 @@ async fn admin_cli(dir: &std::path::Path, args: &[&str]) -> Result<Value, String
         .arg(dir)
         .args(["admin", "--create-database"])
         .args(args)
+        .envs(common::database_env(dir).await)
         // The commands must not depend on the environment they happen to run in.
         .env_remove("FAULTLINE_ADMIN_TOKEN")
         .env_remove("FAULTLINE_DATA_DIR")
