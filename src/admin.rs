@@ -82,6 +82,15 @@ pub enum AdminCommand {
         #[arg(long)]
         stdin: bool,
     },
+    /// Copy this data directory's SQLite database into an empty PostgreSQL database: how an
+    /// installation moves to PostgreSQL with its whole history. Stop the server first (the
+    /// command takes the data directory's lock); prints each table's row count on both sides.
+    CopyDatabase {
+        /// The PostgreSQL database to fill, e.g. postgres://user:pass@host:5432/faultline; it
+        /// must be empty (migrations are applied first).
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 /// Runs one command. Without `create_database`, a data directory with no database is an error:
@@ -93,6 +102,10 @@ pub enum AdminCommand {
 /// effect there at once; client keys and settings, which a server keeps in memory, are managed
 /// only through the API.
 pub async fn run(config: &Config, cmd: AdminCommand, create_database: bool) -> anyhow::Result<()> {
+    let cmd = match cmd {
+        AdminCommand::CopyDatabase { to } => return copy_database(config, &to).await,
+        cmd => cmd,
+    };
     if !create_database
         && !crate::store::database_exists(&config.database, &config.data_dir).await?
     {
@@ -250,6 +263,8 @@ pub async fn run(config: &Config, cmd: AdminCommand, create_database: bool) -> a
                 json!({"username": u.username, "password_set": true})
             }
         }
+        // Handled above: its source is always the data directory's SQLite database.
+        AdminCommand::CopyDatabase { .. } => bail!("copy-database runs before a store is opened"),
         AdminCommand::RevokeToken { id } => {
             if !store.revoke_token(id).await? {
                 bail!("no token with id {id}");
@@ -257,6 +272,35 @@ pub async fn run(config: &Config, cmd: AdminCommand, create_database: bool) -> a
             json!({"id": id, "revoked": true})
         }
     };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `copy-database`: the source is the SQLite database of the data directory, whatever
+/// `database.url` says, and it must exist (`--create-database` does not apply: an empty source
+/// would copy nothing). The directory's lock is held throughout, so no server writes to it
+/// while it is copied.
+async fn copy_database(config: &Config, to: &str) -> anyhow::Result<()> {
+    let path = crate::store::sqlite_path(&config.data_dir);
+    if !path.is_file() {
+        bail!(
+            "no SQLite database at {}: point --data-dir (or FAULTLINE_DATA_DIR) at the data \
+             directory to copy",
+            path.display()
+        );
+    }
+    let _lock = crate::app::lock_data_dir(&config.data_dir)?;
+    let source = crate::store::sqlite::SqliteOptions {
+        path,
+        synchronous: config.database.synchronous,
+        max_page_count: config.database.max_page_count,
+    };
+    let report = crate::store::postgres::copy::copy_sqlite_to_postgres(source, to).await?;
+    let out = json!({
+        "copied_to": crate::store::postgres::redacted_url(to),
+        "counts_match": true,
+        "tables": report.tables,
+    });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -191,7 +191,8 @@ async fn two_nodes_count_events_into_the_same_errors_exactly() {
     stop.store(true, Ordering::Relaxed);
     la.await.expect("load a");
     lb.await.expect("load b");
-    let sent = ra.lock().expect("lock").acked.len() + rb.lock().expect("lock").acked.len();
+    // The probe that found B accepting the key was stored too.
+    let sent = ra.lock().expect("lock").acked.len() + rb.lock().expect("lock").acked.len() + 1;
 
     // Each node writes its counts within its flush interval; a read through either node then
     // sees every acknowledged event of both.
@@ -362,7 +363,7 @@ async fn two_nodes_run_retention_once() {
     let client = reqwest::Client::new();
     let deleted = |body: String| -> u64 {
         body.lines()
-            .find(|l| l.starts_with("faultline_retention_deleted_total"))
+            .find(|l| l.starts_with("faultline_retention_deleted_events_total"))
             .and_then(|l| l.split_whitespace().last())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)

@@ -123,14 +123,15 @@ pub async fn setup(client: &reqwest::Client, base: &str, name: &str) -> (i64, St
     (id, keys[0]["public_key"].as_str().expect("key").to_owned())
 }
 
-/// An envelope with one error event; `n` picks one of seven groups.
+/// An envelope with one error event; `n` picks one of seven groups (by the in-app function,
+/// which grouping reads; line numbers it ignores).
 pub fn envelope(event_id: &str, n: usize) -> Vec<u8> {
     let event = json!({
         "event_id": event_id,
         "platform": "python",
         "level": "error",
         "exception": {"values": [{"type": "CrashTest", "value": format!("failure {n}"),
-            "stacktrace": {"frames": [{"function": "work", "module": "app.jobs", "in_app": true, "lineno": n % 7}]}}]}
+            "stacktrace": {"frames": [{"function": format!("work{}", n % 7), "module": "app.jobs", "in_app": true, "lineno": n}]}}]}
     })
     .to_string();
     format!(

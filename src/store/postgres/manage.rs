@@ -797,6 +797,15 @@ impl Store for PgStore {
     async fn purge_marked(&self) -> StoreResult<Vec<(i64, PurgeReport)>> {
         super::upkeep::purge_marked(self).await
     }
+
+    fn watch_key_cache(
+        &self,
+        cache: std::sync::Arc<crate::domain::keycache::KeyCache>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        // Runs until `stop`; its handle is not needed, since it ends with the server.
+        drop(super::notify::spawn(self.clone(), cache, stop));
+    }
 }
 
 #[cfg(test)]

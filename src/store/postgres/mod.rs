@@ -8,6 +8,7 @@
 //! Times are unix milliseconds in `BIGINT` columns, as on SQLite, so records map the same way.
 
 pub mod alerts;
+pub mod copy;
 pub mod ingest;
 pub mod manage;
 pub mod notify;
@@ -237,7 +238,7 @@ pub fn redacted_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
-                let _ = u.set_password(Some("[redacted]"));
+                let _ = u.set_password(Some("redacted"));
             }
             u.to_string()
         }
@@ -254,7 +255,7 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(
             redacted_url("postgres://app:s3cret@db.example:5432/faultline"),
-            "postgres://app:[redacted]@db.example:5432/faultline"
+            "postgres://app:redacted@db.example:5432/faultline"
         );
         assert_eq!(
             redacted_url("postgres://app@db/faultline"),
