@@ -92,6 +92,17 @@ impl Default for Config {
     }
 }
 
+/// The log filter for `spec` (`info`, `faultline=debug`, ...), with the PostgreSQL driver held
+/// at `info` whatever `spec` asks: its debug lines print every query's parameters, and those
+/// carry secrets (webhook secrets, password hashes, token digests).
+pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::new(spec);
+    match "tokio_postgres=info".parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
+    }
+}
+
 /// When log lines carry colour codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -71,8 +71,8 @@ enum Command {
 }
 
 fn init_logging(config: &Config) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let spec = std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_else(|_| config.log.level.clone());
+    let filter = faultline::config::log_filter(&spec);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -451,11 +451,9 @@ async fn past_the_rules_rate_alerts_are_summarised() {
         assert_eq!(post_event(&app, pid, &key, &e).await.status, 200);
     }
     recv.hang(false);
+    let db = common::Db::of(&app).await;
     common::eventually("the flood is delivered", || async {
-        let n: i64 = common::db(&app)
-            .query_row("SELECT COUNT(*) FROM alert_outbox", [], |r| r.get(0))
-            .expect("outbox");
-        n == 0
+        db.int("SELECT COUNT(*) FROM alert_outbox").await == 0
     })
     .await;
     settle().await;

@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
 use serde_json::{json, Value};
 
 const ADMIN: &str = "glpat-crash-safety-test-admin-token";
@@ -29,11 +28,12 @@ impl Drop for Gateway {
 }
 
 /// Starts the binary on a free port with JSON logs and returns once it listens.
-fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Gateway {
+async fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
     cmd.arg("serve")
         .env("FAULTLINE_LISTEN", "127.0.0.1:0")
         .env("FAULTLINE_DATA_DIR", dir)
+        .envs(common::database_env(dir).await)
         .env("FAULTLINE_ADMIN_TOKEN", ADMIN)
         .env("FAULTLINE_LOG__FORMAT", "json")
         .env("RUST_LOG", "info")
@@ -183,39 +183,48 @@ async fn wait_for_acks(acked: &Mutex<Vec<String>>, n: usize) {
     }
 }
 
-fn stored_ids(dir: &std::path::Path) -> (Vec<String>, String) {
-    let conn = Connection::open(dir.join("faultline.db")).expect("open db");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity");
-    let mut st = conn
-        .prepare("SELECT event_id FROM events")
-        .expect("prepare");
-    let ids = st
-        .query_map([], |r| r.get(0))
-        .expect("query")
-        .collect::<Result<Vec<String>, _>>()
-        .expect("rows");
-    (ids, check)
+async fn stored_ids(dir: &std::path::Path) -> Vec<String> {
+    common::Db::of_dir(dir)
+        .await
+        .rows("SELECT event_id FROM events")
+        .await
+        .iter()
+        .map(|r| r[0].text().expect("event id"))
+        .collect()
+}
+
+/// The SQLite file survived the kill intact. Only SQLite keeps the database in a file the
+/// gateway writes itself; PostgreSQL's own crash recovery is not under test here.
+async fn assert_sqlite_file_sound(dir: &std::path::Path) {
+    // SQLite-only check: `PRAGMA integrity_check` reads the SQLite file.
+    if common::backend() == common::Backend::Postgres {
+        return;
+    }
+    let check = common::Db::of_dir(dir)
+        .await
+        .row("PRAGMA integrity_check")
+        .await[0]
+        .text();
+    assert_eq!(check.as_deref(), Some("ok"), "SQLite integrity check");
 }
 
 /// (stored events, sum of the errors' event counts, sum of their hourly counts).
-fn counts(dir: &std::path::Path) -> (i64, i64, i64) {
-    let conn = Connection::open(dir.join("faultline.db")).expect("open db");
-    conn.query_row(
-        "SELECT (SELECT COUNT(*) FROM events),
-                (SELECT COALESCE(SUM(event_count), 0) FROM errors),
-                (SELECT COALESCE(SUM(count), 0) FROM error_hourly)",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .expect("counts")
+async fn counts(dir: &std::path::Path) -> (i64, i64, i64) {
+    let r = common::Db::of_dir(dir)
+        .await
+        .row(
+            "SELECT (SELECT COUNT(*) FROM events),
+                    (SELECT CAST(COALESCE(SUM(event_count), 0) AS BIGINT) FROM errors),
+                    (SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT) FROM error_hourly)",
+        )
+        .await;
+    (r[0].int(), r[1].int(), r[2].int())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut gw = start(dir.path(), &[]);
+    let mut gw = start(dir.path(), &[]).await;
     let client = reqwest::Client::new();
     let (project, key) = setup(&client, &gw.base).await;
 
@@ -242,9 +251,9 @@ async fn sigkill_mid_load_loses_no_acknowledged_event() {
     );
 
     // Restart on the same data directory: it must come up and keep every acknowledged event.
-    let mut gw2 = start(dir.path(), &[]);
-    let (stored, integrity) = stored_ids(dir.path());
-    assert_eq!(integrity, "ok");
+    let mut gw2 = start(dir.path(), &[]).await;
+    assert_sqlite_file_sound(dir.path()).await;
+    let stored = stored_ids(dir.path()).await;
     let stored: std::collections::HashSet<String> = stored.into_iter().collect();
     let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(
@@ -254,10 +263,10 @@ async fn sigkill_mid_load_loses_no_acknowledged_event() {
         missing.first()
     );
     // Event ids are unique per project, so "stored exactly once" is also checked here.
-    let (all, _) = stored_ids(dir.path());
+    let all = stored_ids(dir.path()).await;
     assert_eq!(all.len(), stored.len(), "no event stored twice");
     // Error counts the killed writer still held in memory were recounted at start, once.
-    let (events, counted, hourly) = counts(dir.path());
+    let (events, counted, hourly) = counts(dir.path()).await;
     assert_eq!(
         (counted, hourly),
         (events, events),
@@ -291,7 +300,8 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
             ("FAULTLINE_HTTP__SHUTDOWN_TIMEOUT_SECS", "5"),
             ("FAULTLINE_INGEST__BATCH_INTERVAL_MS", "50"),
         ],
-    );
+    )
+    .await;
     let client = reqwest::Client::new();
     let (project, key) = setup(&client, &gw.base).await;
 
@@ -327,14 +337,14 @@ async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
         "exited within the shutdown timeout ({took:?})"
     );
     assert!(!acked.is_empty());
-    let (stored, integrity) = stored_ids(dir.path());
-    assert_eq!(integrity, "ok");
+    assert_sqlite_file_sound(dir.path()).await;
+    let stored = stored_ids(dir.path()).await;
     let stored: std::collections::HashSet<String> = stored.into_iter().collect();
     assert!(
         acked.iter().all(|id| stored.contains(id)),
         "every answered event was written before exit"
     );
-    let (events, counted, hourly) = counts(dir.path());
+    let (events, counted, hourly) = counts(dir.path()).await;
     assert_eq!(
         (counted, hourly),
         (events, events),
@@ -352,6 +362,7 @@ async fn a_closed_log_pipe_loses_log_lines_not_requests_or_shutdown() {
         .arg("serve")
         .env("FAULTLINE_LISTEN", "127.0.0.1:0")
         .env("FAULTLINE_DATA_DIR", dir.path())
+        .envs(common::database_env(dir.path()).await)
         .env("FAULTLINE_ADMIN_TOKEN", ADMIN)
         .env("FAULTLINE_LOG__FORMAT", "json")
         // Every request logs at debug level, so every request below writes to the closed pipe.
@@ -405,14 +416,15 @@ async fn a_closed_log_pipe_loses_log_lines_not_requests_or_shutdown() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "clean exit status, got {exit:?}");
-    let (stored, _) = stored_ids(dir.path());
+    let stored = stored_ids(dir.path()).await;
     assert_eq!(stored.len(), 5);
 }
 
-fn outbox_len(dir: &std::path::Path) -> i64 {
-    let conn = Connection::open(dir.join("faultline.db")).expect("open db");
-    conn.query_row("SELECT COUNT(*) FROM alert_outbox", [], |r| r.get(0))
-        .expect("outbox")
+async fn outbox_len(dir: &std::path::Path) -> i64 {
+    common::Db::of_dir(dir)
+        .await
+        .int("SELECT COUNT(*) FROM alert_outbox")
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,7 +440,7 @@ async fn sigkill_after_an_alert_is_committed_still_delivers_it_after_restart() {
         ("FAULTLINE_ALERTS__RETRY_BASE_MS", "50"),
         ("FAULTLINE_ALERTS__POLL_INTERVAL_MS", "100"),
     ];
-    let mut gw = start(dir.path(), &env);
+    let mut gw = start(dir.path(), &env).await;
     let client = reqwest::Client::new();
     let (project, key) = setup(&client, &gw.base).await;
     let rule = client
@@ -470,15 +482,19 @@ async fn sigkill_after_an_alert_is_committed_still_delivers_it_after_restart() {
     let first = recv.wait_for("/hook", 1).await;
     gw.child.kill().expect("SIGKILL");
     gw.child.wait().expect("reaped");
-    assert_eq!(outbox_len(dir.path()), 1, "the alert waits in the outbox");
+    assert_eq!(
+        outbox_len(dir.path()).await,
+        1,
+        "the alert waits in the outbox"
+    );
     let id = first[0].json()["id"].clone();
 
     recv.hang(false);
     let before = recv.requests().len();
-    let _gw2 = start(dir.path(), &env);
+    let _gw2 = start(dir.path(), &env).await;
     // The killed process's claim runs out, then the restarted one delivers.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while outbox_len(dir.path()) > 0 {
+    while outbox_len(dir.path()).await > 0 {
         assert!(
             Instant::now() < deadline,
             "the alert was not delivered after the restart"

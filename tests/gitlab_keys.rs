@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::gitlab::{new_key, FakeGitlab, SHARED_TOKEN};
-use common::{db, eventually, sdk, spawn_app_with_clock, Auth, Body, Resp, TestApp};
+use common::{eventually, sdk, spawn_app_with_clock, Auth, Body, Resp, TestApp};
 use faultline::clock::ManualClock;
 use faultline::config::Secret;
 use serde_json::json;
@@ -454,18 +454,15 @@ async fn gitlab_deleting_a_project_removes_its_data() {
         (r.status, r.body),
         (202, json!({"message": "202 Accepted"}))
     );
-    let conn = db(&app);
-    eventually("the project's rows are removed", || {
-        let n: i64 = conn
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM events WHERE project_id = 60)
-                      + (SELECT COUNT(*) FROM errors WHERE project_id = 60)
-                      + (SELECT COUNT(*) FROM projects WHERE id = 60)",
-                [],
-                |r| r.get(0),
-            )
-            .expect("count");
-        async move { n == 0 }
+    let db = common::Db::of(&app).await;
+    eventually("the project's rows are removed", || async {
+        db.int(
+            "SELECT (SELECT COUNT(*) FROM events WHERE project_id = 60)
+                  + (SELECT COUNT(*) FROM errors WHERE project_id = 60)
+                  + (SELECT COUNT(*) FROM projects WHERE id = 60)",
+        )
+        .await
+            == 0
     })
     .await;
     let r = gitlab_get(&app, "/errortracking/api/v1/projects/60/errors").await;

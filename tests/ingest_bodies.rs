@@ -8,9 +8,8 @@ mod ingest_support;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{db, spawn_app, spawn_app_with, TestApp};
+use common::{spawn_app, spawn_app_with, Db, TestApp};
 use ingest_support::*;
-use rusqlite::params;
 use serde_json::{json, Value};
 
 /// A server with one working project.
@@ -47,34 +46,41 @@ impl Fixture {
     }
 
     /// The stored event JSON of event `id`, decoded as the read API decodes it.
-    fn payload(&self, id: &str) -> Vec<u8> {
-        let (stored, codec): (Vec<u8>, i64) = db(&self.app)
-            .query_row(
-                "SELECT payload, payload_codec FROM events WHERE project_id = ?1 AND event_id = ?2",
-                params![self.pid, id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap_or_else(|e| panic!("event {id} stored: {e}"));
+    async fn payload(&self, id: &str) -> Vec<u8> {
+        let rows = Db::of(&self.app)
+            .await
+            .rows(&format!(
+                "SELECT payload, payload_codec FROM events WHERE project_id = {} AND event_id = '{id}'",
+                self.pid
+            ))
+            .await;
+        assert_eq!(rows.len(), 1, "event {id} stored");
+        let (stored, codec) = (rows[0][0].bytes(), rows[0][1].int());
         faultline::store::payload::event_json(codec, stored).expect("stored payload decodes")
     }
 
     /// How event `id`'s payload is stored (`PayloadCodec::code`).
-    fn payload_codec(&self, id: &str) -> i64 {
-        db(&self.app)
-            .query_row(
-                "SELECT payload_codec FROM events WHERE project_id = ?1 AND event_id = ?2",
-                params![self.pid, id],
-                |r| r.get(0),
-            )
-            .unwrap_or_else(|e| panic!("event {id} stored: {e}"))
+    async fn payload_codec(&self, id: &str) -> i64 {
+        let rows = Db::of(&self.app)
+            .await
+            .rows(&format!(
+                "SELECT payload_codec FROM events WHERE project_id = {} AND event_id = '{id}'",
+                self.pid
+            ))
+            .await;
+        assert_eq!(rows.len(), 1, "event {id} stored");
+        rows[0][0].int()
     }
 
-    fn events(&self) -> i64 {
+    async fn events(&self) -> i64 {
         count(
             &self.app,
-            "SELECT COUNT(*) FROM events WHERE project_id = ?1",
-            [self.pid],
+            &format!(
+                "SELECT COUNT(*) FROM events WHERE project_id = {}",
+                self.pid
+            ),
         )
+        .await
     }
 }
 
@@ -124,14 +130,14 @@ async fn every_content_encoding_is_decoded() {
             .await;
         assert_accepted(&r, &id, &format!("envelope, {what}"));
         assert_eq!(
-            fx.payload(&id),
+            fx.payload(&id).await,
             event.to_string().into_bytes(),
             "envelope, {what}"
         );
         // A gzip envelope holding only the event is kept compressed, as it came.
         let gzip_body = encoding.is_some_and(|e| e.eq_ignore_ascii_case("gzip") || e == "x-gzip");
         assert_eq!(
-            fx.payload_codec(&id),
+            fx.payload_codec(&id).await,
             i64::from(gzip_body),
             "envelope, {what}"
         );
@@ -143,7 +149,7 @@ async fn every_content_encoding_is_decoded() {
             .await;
         assert_accepted(&r, &id, &format!("store, {what}"));
         assert_eq!(
-            fx.payload(&id),
+            fx.payload(&id).await,
             event.to_string().into_bytes(),
             "store, {what}"
         );
@@ -204,7 +210,7 @@ async fn legacy_store_bodies() {
         )
         .await;
     assert_accepted(&r, &id, "plain JSON");
-    assert_eq!(fx.payload(&id), event.to_string().into_bytes());
+    assert_eq!(fx.payload(&id).await, event.to_string().into_bytes());
 
     // base64 of zlib (old raven clients), with and without padding.
     for (what, unpadded) in [("base64+zlib", false), ("base64+zlib unpadded", true)] {
@@ -220,7 +226,7 @@ async fn legacy_store_bodies() {
             )
             .await;
         assert_accepted(&r, &id, what);
-        let json: Value = serde_json::from_slice(&fx.payload(&id)).expect("JSON");
+        let json: Value = serde_json::from_slice(&fx.payload(&id).await).expect("JSON");
         assert_eq!(json["message"], what);
     }
 
@@ -231,7 +237,7 @@ async fn legacy_store_bodies() {
     );
     let r = fx.post_store(&[], body.into_bytes()).await;
     assert_accepted(&r, &id, "NaN and Infinity");
-    let json: Value = serde_json::from_slice(&fx.payload(&id)).expect("stored as valid JSON");
+    let json: Value = serde_json::from_slice(&fx.payload(&id).await).expect("stored as valid JSON");
     assert_eq!(json["message"], "not finite");
 
     // No event_id: one is generated, returned and stored.
@@ -239,7 +245,7 @@ async fn legacy_store_bodies() {
     assert_eq!(r.status, 200, "{}", r.body);
     let id = r.body["id"].as_str().expect("generated id").to_owned();
     assert!(id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
-    let json: Value = serde_json::from_slice(&fx.payload(&id)).expect("JSON");
+    let json: Value = serde_json::from_slice(&fx.payload(&id).await).expect("JSON");
     assert_eq!(
         json["event_id"],
         id.as_str(),
@@ -276,7 +282,7 @@ async fn legacy_store_bodies() {
             )
             .await;
         assert_accepted(&r, &id, content_type);
-        assert_eq!(stored(&fx.app, fx.pid, &id), 1, "{content_type}");
+        assert_eq!(stored(&fx.app, fx.pid, &id).await, 1, "{content_type}");
     }
 }
 
@@ -307,7 +313,7 @@ async fn browser_style_envelope() {
     .await;
     assert_accepted(&r, &id, "browser envelope");
     assert_cors(&r, "browser envelope");
-    assert_eq!(stored(&fx.app, fx.pid, &id), 1);
+    assert_eq!(stored(&fx.app, fx.pid, &id).await, 1);
 }
 
 /// Framing variants: each envelope must be accepted and store the listed events, attachment
@@ -329,22 +335,22 @@ async fn check(fx: &Fixture, case: &Framing) {
     }
     for id in &case.events {
         assert_eq!(
-            stored(&fx.app, fx.pid, id),
+            stored(&fx.app, fx.pid, id).await,
             1,
             "{}: event {id} stored",
             case.what
         );
     }
     if let Some(owner) = case.events.first() {
-        let conn = db(&fx.app);
-        let mut st = conn
-            .prepare("SELECT filename, data FROM attachments WHERE event_id = ?1 ORDER BY id")
-            .expect("query");
-        let got: Vec<(String, Vec<u8>)> = st
-            .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let got: Vec<(String, Vec<u8>)> = Db::of(&fx.app)
+            .await
+            .rows(&format!(
+                "SELECT filename, data FROM attachments WHERE event_id = '{owner}' ORDER BY id"
+            ))
+            .await
+            .iter()
+            .map(|r| (r[0].text().expect("filename"), r[1].bytes()))
+            .collect();
         let want: Vec<(String, Vec<u8>)> = case
             .attachments
             .iter()
@@ -479,7 +485,7 @@ async fn envelope_framing() {
         check(&fx, c).await;
     }
     let total: usize = cases.iter().map(|c| c.events.len()).sum();
-    assert_eq!(fx.events(), total as i64, "no other events stored");
+    assert_eq!(fx.events().await, total as i64, "no other events stored");
 }
 
 /// Events without any id get one each, and each is stored.
@@ -496,8 +502,12 @@ async fn events_without_ids_get_distinct_ones() {
     let r = fx.post_envelope(&[], body).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let id = r.body["id"].as_str().expect("an id").to_owned();
-    assert_eq!(stored(&fx.app, fx.pid, &id), 1, "the answered id is stored");
-    assert_eq!(fx.events(), 2);
+    assert_eq!(
+        stored(&fx.app, fx.pid, &id).await,
+        1,
+        "the answered id is stored"
+    );
+    assert_eq!(fx.events().await, 2);
 }
 
 #[tokio::test]
@@ -510,24 +520,27 @@ async fn header_event_id_wins_and_duplicates_are_stored_once() {
     );
     let r = fx.post_envelope(&[], body.clone()).await;
     assert_accepted(&r, &header_id, "header id");
-    assert_eq!(stored(&fx.app, fx.pid, &header_id), 1);
-    assert_eq!(stored(&fx.app, fx.pid, &payload_id), 0);
+    assert_eq!(stored(&fx.app, fx.pid, &header_id).await, 1);
+    assert_eq!(stored(&fx.app, fx.pid, &payload_id).await, 0);
 
     // The same envelope again (an SDK or proxy retry): 200, still one event, one error count.
     let r = fx.post_envelope(&[], body).await;
     assert_accepted(&r, &header_id, "retry");
-    assert_eq!(stored(&fx.app, fx.pid, &header_id), 1);
+    assert_eq!(stored(&fx.app, fx.pid, &header_id).await, 1);
     // The same id through /store/ too.
     let r = fx.post_store(&[], ev(&header_id, "two ids")).await;
     assert_accepted(&r, &header_id, "same id on /store/");
-    assert_eq!(fx.events(), 1);
+    assert_eq!(fx.events().await, 1);
     fx.app.settle_counts().await;
     assert_eq!(
         count(
             &fx.app,
-            "SELECT SUM(event_count) FROM errors WHERE project_id = ?1",
-            [fx.pid]
-        ),
+            &format!(
+                "SELECT CAST(SUM(event_count) AS BIGINT) FROM errors WHERE project_id = {}",
+                fx.pid
+            )
+        )
+        .await,
         1,
         "a duplicate does not count"
     );
@@ -589,7 +602,7 @@ async fn other_items_are_acknowledged_and_counted() {
             "{ty} counted once"
         );
     }
-    assert_eq!(fx.events(), 0, "none of these is an event");
+    assert_eq!(fx.events().await, 0, "none of these is an event");
 }
 
 #[tokio::test]
@@ -623,14 +636,20 @@ async fn attachments_and_user_reports_are_stored() {
     );
     let r = fx.post_envelope(&[], body).await;
     assert_accepted(&r, &id, "event with extras");
-    let conn = db(&fx.app);
-    let att: (String, String, Option<String>, Option<String>, Vec<u8>) = conn
-        .query_row(
-            "SELECT event_id, filename, content_type, attachment_type, data FROM attachments WHERE project_id = ?1",
-            [fx.pid],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .expect("attachment stored");
+    let db = Db::of(&fx.app).await;
+    let r = db
+        .row(&format!(
+            "SELECT event_id, filename, content_type, attachment_type, data FROM attachments WHERE project_id = {}",
+            fx.pid
+        ))
+        .await;
+    let att: (String, String, Option<String>, Option<String>, Vec<u8>) = (
+        r[0].text().expect("event_id"),
+        r[1].text().expect("filename"),
+        r[2].text(),
+        r[3].text(),
+        r[4].bytes(),
+    );
     assert_eq!(
         att,
         (
@@ -641,18 +660,17 @@ async fn attachments_and_user_reports_are_stored() {
             vec![0, 1, 2, 255, b'\n', 3]
         )
     );
-    let mut st = conn
-        .prepare("SELECT event_id, name, email, comments FROM user_reports WHERE project_id = ?1 ORDER BY id")
-        .expect("query");
     // (event_id, name, email, comments)
     type Report = [Option<String>; 4];
-    let reports: Vec<Report> = st
-        .query_map([fx.pid], |r| {
-            Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?])
-        })
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows");
+    let reports: Vec<Report> = db
+        .rows(&format!(
+            "SELECT event_id, name, email, comments FROM user_reports WHERE project_id = {} ORDER BY id",
+            fx.pid
+        ))
+        .await
+        .iter()
+        .map(|r| [r[0].text(), r[1].text(), r[2].text(), r[3].text()])
+        .collect();
     let s = |v: &str| Some(v.to_owned());
     assert_eq!(
         reports,
@@ -681,23 +699,27 @@ async fn attachments_and_user_reports_are_stored() {
     assert_eq!(
         count(
             &fx.app,
-            "SELECT COUNT(*) FROM user_reports WHERE event_id = ?1",
-            [&id]
-        ),
+            &format!(
+                "SELECT COUNT(*) FROM user_reports WHERE event_id = '{}'",
+                id
+            )
+        )
+        .await,
         3
     );
 }
 
 /// The `errors` row an event was grouped into: (id, event_count, status).
-fn error_of(app: &TestApp, project_id: i64, event_id: &str) -> (i64, i64, i64) {
-    db(app)
-        .query_row(
+async fn error_of(app: &TestApp, project_id: i64, event_id: &str) -> (i64, i64, i64) {
+    let rows = Db::of(app)
+        .await
+        .rows(&format!(
             "SELECT e.id, e.event_count, e.status FROM errors e JOIN events ev ON ev.error_id = e.id
-             WHERE ev.project_id = ?1 AND ev.event_id = ?2",
-            params![project_id, event_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap_or_else(|e| panic!("event {event_id} grouped: {e}"))
+             WHERE ev.project_id = {project_id} AND ev.event_id = '{event_id}'"
+        ))
+        .await;
+    assert_eq!(rows.len(), 1, "event {event_id} grouped");
+    (rows[0][0].int(), rows[0][1].int(), rows[0][2].int())
 }
 
 #[tokio::test]
@@ -709,7 +731,7 @@ async fn grouping_through_http() {
             let id = event["event_id"].as_str().expect("id").to_owned();
             let r = post_event(&fx.app, fx.pid, &fx.key, &event).await;
             assert_accepted(&r, &id, "grouping event");
-            // `error_of` reads counts from the file, not through the read API.
+            // `error_of` reads counts from the database, not through the read API.
             fx.app.settle_counts().await;
             id
         }
@@ -717,8 +739,8 @@ async fn grouping_through_http() {
     // Same type and value, different in-app crash sites: two errors.
     let a = send(error_event(&new_id(), "KeyError", "'user'", "load_user")).await;
     let b = send(error_event(&new_id(), "KeyError", "'user'", "save_user")).await;
-    let (ea, _, _) = error_of(&fx.app, fx.pid, &a);
-    let (eb, _, _) = error_of(&fx.app, fx.pid, &b);
+    let (ea, _, _) = error_of(&fx.app, fx.pid, &a).await;
+    let (eb, _, _) = error_of(&fx.app, fx.pid, &b).await;
     assert_ne!(ea, eb, "two crash sites, two errors");
 
     // Same site, ids in the value: one error counting two events.
@@ -736,26 +758,25 @@ async fn grouping_through_http() {
         "find",
     ))
     .await;
-    let (ec, _, _) = error_of(&fx.app, fx.pid, &c);
-    let (ed, n, _) = error_of(&fx.app, fx.pid, &d);
+    let (ec, _, _) = error_of(&fx.app, fx.pid, &c).await;
+    let (ed, n, _) = error_of(&fx.app, fx.pid, &d).await;
     assert_eq!(ec, ed, "one site, one error");
     assert_eq!(n, 2);
     assert_eq!(
         count(
             &fx.app,
-            "SELECT COUNT(*) FROM errors WHERE project_id = ?1",
-            [fx.pid]
-        ),
+            &format!("SELECT COUNT(*) FROM errors WHERE project_id = {}", fx.pid)
+        )
+        .await,
         3
     );
 
     // A resolved error that happens again is unresolved again; an ignored one stays ignored.
-    db(&fx.app)
-        .execute("UPDATE errors SET status = 1 WHERE id = ?1", [ec])
-        .expect("resolve");
-    db(&fx.app)
-        .execute("UPDATE errors SET status = 2 WHERE id = ?1", [ea])
-        .expect("ignore");
+    let db = Db::of(&fx.app).await;
+    db.execute(&format!("UPDATE errors SET status = 1 WHERE id = {ec}"))
+        .await;
+    db.execute(&format!("UPDATE errors SET status = 2 WHERE id = {ea}"))
+        .await;
     let e = send(error_event(
         &new_id(),
         "LookupError",
@@ -764,13 +785,13 @@ async fn grouping_through_http() {
     ))
     .await;
     assert_eq!(
-        error_of(&fx.app, fx.pid, &e),
+        error_of(&fx.app, fx.pid, &e).await,
         (ec, 3, 0),
         "regression reopens"
     );
     let f = send(error_event(&new_id(), "KeyError", "'user'", "load_user")).await;
     assert_eq!(
-        error_of(&fx.app, fx.pid, &f),
+        error_of(&fx.app, fx.pid, &f).await,
         (ea, 2, 2),
         "ignored stays ignored"
     );
@@ -786,5 +807,8 @@ async fn events_of_one_project_never_group_with_another() {
     assert_accepted(&r, &i1, "project one");
     let r = post_event(&app, p2, &k2, &error_event(&i2, "E", "v", "f")).await;
     assert_accepted(&r, &i2, "project two");
-    assert_ne!(error_of(&app, p1, &i1).0, error_of(&app, p2, &i2).0);
+    assert_ne!(
+        error_of(&app, p1, &i1).await.0,
+        error_of(&app, p2, &i2).await.0
+    );
 }

@@ -5,12 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{db, sdk, spawn_app};
-use rusqlite::Connection;
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).expect("count query")
-}
+use common::{sdk, spawn_app, Db};
 
 #[derive(Debug)]
 struct NotFound(u32);
@@ -55,29 +50,32 @@ async fn sdk_errors_messages_and_attachments_are_stored_and_grouped() {
     .expect("sdk thread");
 
     app.settle_counts().await;
-    let conn = db(&app);
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 6);
+    let db = Db::of(&app).await;
+    assert_eq!(db.int("SELECT COUNT(*) FROM events").await, 6);
     for id in &ids {
-        let n: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM events WHERE event_id = ?1 AND project_id = ?2",
-                rusqlite::params![id.simple().to_string(), project_id],
-                |r| r.get(0),
-            )
-            .expect("query");
+        let n = db
+            .int(&format!(
+                "SELECT COUNT(*) FROM events WHERE event_id = '{}' AND project_id = {project_id}",
+                id.simple()
+            ))
+            .await;
         assert_eq!(n, 1, "event {id} stored once");
     }
     // Three groups: the error, the cache-miss message, the attachment message.
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM errors"), 3);
-    let (name, events, env, release): (String, i64, String, String) = conn
-        .query_row(
+    assert_eq!(db.int("SELECT COUNT(*) FROM errors").await, 3);
+    let r = db
+        .row(
             "SELECT e.name, e.event_count, ev.environment, ev.release FROM errors e
              JOIN events ev ON ev.error_id = e.id
              WHERE e.event_count = 3 LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
-        .expect("error group");
+        .await;
+    let (name, events, env, release) = (
+        r[0].text().expect("name"),
+        r[1].int(),
+        r[2].text().expect("environment"),
+        r[3].text().expect("release"),
+    );
     assert_eq!(events, 3);
     assert!(
         name.contains("NotFound"),
@@ -86,25 +84,20 @@ async fn sdk_errors_messages_and_attachments_are_stored_and_grouped() {
     assert_eq!(env, "test");
     assert_eq!(release, "app@1.2.3");
     assert_eq!(
-        count(&conn, "SELECT COUNT(*) FROM events WHERE is_message = 1"),
+        db.int("SELECT COUNT(*) FROM events WHERE is_message").await,
         3
     );
     assert_eq!(
-        count(
-            &conn,
-            "SELECT COUNT(*) FROM errors WHERE event_count = 2 AND name LIKE 'cache miss%'"
-        ),
+        db.int("SELECT COUNT(*) FROM errors WHERE event_count = 2 AND name LIKE 'cache miss%'")
+            .await,
         1
     );
-    let (filename, data): (String, Vec<u8>) = conn
-        .query_row("SELECT filename, data FROM attachments", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .expect("attachment stored");
+    let r = db.row("SELECT filename, data FROM attachments").await;
+    let (filename, data) = (r[0].text().expect("filename"), r[1].bytes());
     assert_eq!(filename, "app.log");
     assert_eq!(data, b"log line 1\nlog line 2\n");
-    let att_event: String = conn
-        .query_row("SELECT event_id FROM attachments", [], |r| r.get(0))
+    let att_event = db.row("SELECT event_id FROM attachments").await[0]
+        .text()
         .expect("attachment event");
     assert_eq!(att_event, ids[5].simple().to_string());
 }
@@ -122,15 +115,15 @@ async fn deleted_key_is_refused_on_the_next_event() {
         })
     };
     send(dsn.clone(), "before delete").await.expect("send");
-    let conn = db(&app);
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM events"), 1);
+    let db = Db::of(&app).await;
+    assert_eq!(db.int("SELECT COUNT(*) FROM events").await, 1);
 
     // Delete the key through the management API.
     app.delete_key_by_public_key(project_id, &key).await;
 
     send(dsn.clone(), "after delete").await.expect("send");
     assert_eq!(
-        count(&conn, "SELECT COUNT(*) FROM events"),
+        db.int("SELECT COUNT(*) FROM events").await,
         1,
         "event after delete refused"
     );

@@ -7,8 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use common::{db, eventually, sdk, spawn_app, spawn_on_dir, Auth, Body, Resp, TestApp};
-use rusqlite::Connection;
+use common::{eventually, sdk, spawn_app, spawn_on_dir, Auth, Body, Db, Resp, TestApp};
 use sentry::protocol::{Event, Exception, User};
 use serde_json::{json, Value};
 
@@ -152,8 +151,8 @@ fn assert_no_duplicates(seen: &[String]) {
     }
 }
 
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).expect("count query")
+async fn count(db: &Db, sql: &str) -> i64 {
+    db.int(sql).await
 }
 
 fn now_millis() -> i64 {
@@ -838,8 +837,8 @@ async fn retention_removes_old_events_and_empty_errors() {
         both["event_count"], 3,
         "event_count counts every event ever seen"
     );
-    let conn = db(&app);
-    assert_eq!(count(&conn, "SELECT COUNT(*) FROM attachments"), 0);
+    let db = Db::of(&app).await;
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM attachments").await, 0);
 
     // A pass with nothing old deletes nothing; zero days keeps everything.
     let again = store
@@ -866,7 +865,7 @@ async fn retention_removes_old_events_and_empty_errors() {
     );
     for table in ["events", "errors", "error_hourly", "error_users"] {
         assert_eq!(
-            count(&conn, &format!("SELECT COUNT(*) FROM {table}")),
+            count(&db, &format!("SELECT COUNT(*) FROM {table}")).await,
             0,
             "{table}"
         );
@@ -890,24 +889,29 @@ async fn a_deletion_cut_short_is_finished_at_the_next_start() {
         .expect("marked");
     let TestApp { server, dir, .. } = app;
     server.shutdown().await.expect("clean stop");
-    let conn = Connection::open(dir.path().join("faultline.db")).expect("db");
+    let db = Db::of_dir(dir.path()).await;
     let rows = |table: &str| {
-        count(
-            &conn,
-            &format!("SELECT COUNT(*) FROM {table} WHERE project_id = {gone}"),
-        )
+        let (db, sql) = (
+            &db,
+            format!("SELECT COUNT(*) FROM {table} WHERE project_id = {gone}"),
+        );
+        async move { count(db, &sql).await }
     };
-    assert_eq!(rows("events"), 2, "nothing was removed before the stop");
+    assert_eq!(
+        rows("events").await,
+        2,
+        "nothing was removed before the stop"
+    );
 
     let server = spawn_on_dir(dir.path(), |_| {}).await;
     let project_gone = format!("SELECT COUNT(*) FROM projects WHERE id = {gone}");
     eventually("the restarted server removes the rows", || {
-        let (conn, sql) = (&conn, &project_gone);
-        async move { count(conn, sql) == 0 }
+        let (db, sql) = (&db, &project_gone);
+        async move { count(db, sql).await == 0 }
     })
     .await;
     for table in ["events", "errors", "client_keys"] {
-        assert_eq!(rows(table), 0, "{table}");
+        assert_eq!(rows(table).await, 0, "{table}");
     }
     server.shutdown().await.expect("clean stop");
 }
@@ -940,11 +944,11 @@ async fn deleting_a_project_deletes_its_data() {
     // Gone for the API at once; the rows are removed in the background, project row last.
     let r = get(&app, &api(gone, "/errors"), &app.admin_token).await;
     assert_eq!(r.status, 404);
-    let conn = db(&app);
+    let db = Db::of(&app).await;
     let project_gone = format!("SELECT COUNT(*) FROM projects WHERE id = {gone}");
     eventually("the deleted project's rows are removed", || {
-        let (conn, sql) = (&conn, &project_gone);
-        async move { count(conn, sql) == 0 }
+        let (db, sql) = (&db, &project_gone);
+        async move { count(db, sql).await == 0 }
     })
     .await;
     // Counts still in the writer's memory when the project went are written now: the deleted
@@ -953,19 +957,20 @@ async fn deleting_a_project_deletes_its_data() {
     for table in ["events", "errors", "client_keys"] {
         assert_eq!(
             count(
-                &conn,
+                &db,
                 &format!("SELECT COUNT(*) FROM {table} WHERE project_id = {gone}")
-            ),
+            )
+            .await,
             0,
             "{table} of the deleted project"
         );
     }
     assert_eq!(
-        count(&conn, &format!("SELECT COUNT(*) FROM error_hourly h JOIN errors e ON e.id = h.error_id WHERE e.project_id = {kept}")),
+        count(&db, &format!("SELECT COUNT(*) FROM error_hourly h JOIN errors e ON e.id = h.error_id WHERE e.project_id = {kept}")).await,
         1
     );
     assert_eq!(
-        count(&conn, "SELECT COUNT(*) FROM error_hourly"),
+        count(&db, "SELECT COUNT(*) FROM error_hourly").await,
         1,
         "only the kept project's"
     );

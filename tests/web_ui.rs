@@ -109,13 +109,14 @@ async fn sign_in_sets_a_safe_cookie_and_sign_out_ends_the_session() {
         .cookie
         .trim_start_matches("faultline_session=")
         .to_owned();
-    let stored: i64 = common::db(&app)
-        .query_row(
-            "SELECT COUNT(*) FROM web_sessions WHERE digest = ?1",
-            [secret.as_bytes()],
-            |r| r.get(0),
-        )
-        .expect("query");
+    // Compared here, not in SQL: a blob literal is written differently by each backend.
+    let stored = common::Db::of(&app)
+        .await
+        .rows("SELECT digest FROM web_sessions")
+        .await
+        .iter()
+        .filter(|r| r[0].bytes() == secret.as_bytes())
+        .count();
     assert_eq!(stored, 0);
     let home = web.get("/").await;
     assert_page(&home, 200, "home");
@@ -336,9 +337,10 @@ async fn administrators_create_projects_and_users_in_the_ui() {
 async fn the_role_matrix_on_every_page_and_form() {
     let app = spawn_app().await;
     let (pid, path, _, fp) = project_with_error(&app, "matrix").await;
-    let event_row: i64 = common::db(&app)
-        .query_row("SELECT id FROM events LIMIT 1", [], |r| r.get(0))
-        .expect("event");
+    let event_row = common::Db::of(&app)
+        .await
+        .int("SELECT id FROM events LIMIT 1")
+        .await;
     let other = app.project_id("elsewhere", "other").await;
 
     let outsider = app.web_member("outsider", other, Some(50)).await;
@@ -698,9 +700,10 @@ async fn hostile_event_values_render_inert() {
         assert!(p.body.contains(shown), "{shown} shown as text");
     }
     // The raw download is JSON, an attachment, and sandboxed.
-    let row: i64 = common::db(&app)
-        .query_row("SELECT id FROM events LIMIT 1", [], |r| r.get(0))
-        .expect("event");
+    let row = common::Db::of(&app)
+        .await
+        .int("SELECT id FROM events LIMIT 1")
+        .await;
     let raw = web
         .get(&format!("/{path}/-/error_tracking/{fp}/events/{row}.json"))
         .await;
@@ -816,16 +819,13 @@ async fn the_detail_page_navigates_between_events() {
         );
         assert_eq!(post_event(&app, pid, &key, &e).await.status, 200);
     }
-    let rows: Vec<i64> = {
-        let conn = common::db(&app);
-        let mut st = conn
-            .prepare("SELECT id FROM events ORDER BY occurred_at, id")
-            .expect("sql");
-        st.query_map([], |r| r.get(0))
-            .expect("rows")
-            .map(|r| r.expect("row"))
-            .collect()
-    };
+    let rows: Vec<i64> = common::Db::of(&app)
+        .await
+        .rows("SELECT id FROM events ORDER BY occurred_at, id")
+        .await
+        .iter()
+        .map(|r| r[0].int())
+        .collect();
     assert_eq!(rows.len(), 3);
     let web = app.web_member("r", pid, Some(20)).await;
     let here = details(&path, fp);
@@ -985,12 +985,14 @@ async fn admin_set_password_sets_the_web_password() {
     let app = spawn_app().await;
     let old = app.server.initial_admin_password.clone().expect("password");
     let session = app.root_web().await;
+    let database = common::database_env(app.dir.path()).await;
     let admin = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
         cmd.arg("--data-dir")
             .arg(app.dir.path())
             .arg("admin")
             .args(args)
+            .envs(database.clone())
             .env_remove("FAULTLINE_DATA_DIR")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

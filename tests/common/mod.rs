@@ -549,10 +549,6 @@ where
     }
 }
 
-pub fn db(app: &TestApp) -> Connection {
-    Connection::open(app.dir.path().join("faultline.db")).expect("open db")
-}
-
 /// A `sentry` hub with its own client for `dsn`, so parallel tests never share the global one.
 pub fn sdk(dsn: &str) -> (Arc<sentry::Hub>, Arc<sentry::Client>) {
     let mut options = sentry::ClientOptions::default();
@@ -824,6 +820,18 @@ async fn use_test_database(config: &mut Config, dir: &std::path::Path) {
         }
     };
     config.database.url = Some(faultline::config::Secret(url));
+}
+
+/// The environment that points a `faultline` process started by a test at the data
+/// directory's database: on PostgreSQL its URL (a fresh database the first time, remembered in
+/// the same file [`spawn_on_dir`] and [`Db::of_dir`] read), on SQLite nothing.
+pub async fn database_env(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    let mut config = Config::default();
+    use_test_database(&mut config, dir).await;
+    match config.database.url {
+        Some(url) => vec![("FAULTLINE_DATABASE__URL", url.0)],
+        None => Vec::new(),
+    }
 }
 
 /// Creates an empty database on the test cluster and returns its URL.

@@ -5,10 +5,9 @@
 
 use std::io::Write;
 
-use rusqlite::params;
 use serde_json::{json, Value};
 
-use crate::common::{db, read_resp, Resp, TestApp};
+use crate::common::{read_resp, Db, Resp, TestApp};
 
 /// The CORS headers every ingestion answer carries (docs/protocol.md, "CORS").
 pub const CORS: [(&str, &str); 5] = [
@@ -190,20 +189,20 @@ pub fn assert_refused(r: &Resp, status: u16, what: &str) {
     assert_cors(r, what);
 }
 
-/// The number of rows `sql` counts, with `params`.
-pub fn count(app: &TestApp, sql: &str, p: impl rusqlite::Params) -> i64 {
-    db(app)
-        .query_row(sql, p, |r| r.get(0))
-        .expect("count query")
+/// The number of rows `sql` counts (portable SQL, values written into it).
+pub async fn count(app: &TestApp, sql: &str) -> i64 {
+    Db::of(app).await.int(sql).await
 }
 
 /// How many times the event `id` is stored for `project_id`.
-pub fn stored(app: &TestApp, project_id: i64, id: &str) -> i64 {
+pub async fn stored(app: &TestApp, project_id: i64, id: &str) -> i64 {
     count(
         app,
-        "SELECT COUNT(*) FROM events WHERE project_id = ?1 AND event_id = ?2",
-        params![project_id, id],
+        &format!(
+            "SELECT COUNT(*) FROM events WHERE project_id = {project_id} AND event_id = '{id}'"
+        ),
     )
+    .await
 }
 
 /// Sends a good event and asserts it is answered 200 and stored: the server still works.
@@ -212,7 +211,7 @@ pub async fn assert_serves(app: &TestApp, project_id: i64, key: &str, what: &str
     let r = post_event(app, project_id, key, &message_event(&id, "still serving")).await;
     assert_accepted(&r, &id, &format!("{what}: following good event"));
     assert_eq!(
-        stored(app, project_id, &id),
+        stored(app, project_id, &id).await,
         1,
         "{what}: following event stored"
     );
