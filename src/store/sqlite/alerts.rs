@@ -618,6 +618,40 @@ impl AlertStore for SqliteStore {
         .await
     }
 
+    async fn claim_backlog(
+        &self,
+        channel_id: i64,
+        tag: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> StoreResult<i64> {
+        let tag = tag.to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE alert_outbox SET claimed_until = ?3 + ?4, claimed_by = ?2
+                 WHERE channel_id = ?1 AND trigger <> 'test' AND claimed_until <= ?3",
+                params![channel_id, tag, now, lease_ms],
+            )?;
+            Ok(n as i64)
+        })
+        .await
+    }
+
+    async fn settle_backlog(&self, channel_id: i64, tag: &str, delivered: bool) -> StoreResult<()> {
+        let tag = tag.to_owned();
+        self.run(move |c| {
+            let sql = if delivered {
+                "DELETE FROM alert_outbox WHERE channel_id = ?1 AND claimed_by = ?2"
+            } else {
+                "UPDATE alert_outbox SET claimed_until = 0, claimed_by = NULL
+                 WHERE channel_id = ?1 AND claimed_by = ?2"
+            };
+            c.execute(sql, params![channel_id, tag])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn delivered_since(
         &self,
         channel_id: i64,
