@@ -49,14 +49,27 @@ async fn create_rule(app: &TestApp, project_id: i64, body: Value) -> Value {
     r
 }
 
+/// The rule's channels route.
+fn channels_path(project_id: i64, rule: &Value) -> String {
+    format!(
+        "/api/v4/projects/{project_id}/error_tracking/alert_rules/{}/channels",
+        rule["id"]
+    )
+}
+
+/// Asks for a test notification on the channel; returns the status.
+async fn send_test(app: &TestApp, project_id: i64, rule: &Value, channel: &Value) -> u16 {
+    let path = format!("{}/{}/test", channels_path(project_id, rule), channel["id"]);
+    app.call("POST", &path, Some(&app.admin_token), None)
+        .await
+        .0
+}
+
 async fn add_channel(app: &TestApp, project_id: i64, rule: &Value, kind: &str, url: &str) -> Value {
     let (s, c) = app
         .call(
             "POST",
-            &format!(
-                "/api/v4/projects/{project_id}/error_tracking/alert_rules/{}/channels",
-                rule["id"]
-            ),
+            &channels_path(project_id, rule),
             Some(&app.admin_token),
             Some(json!({"type": kind, "url": url})),
         )
@@ -522,10 +535,7 @@ async fn internal_targets_are_refused_unless_allowed() {
     let recv = Receiver::start().await;
     let pid = app.project_id("shop", "errors").await;
     let rule = create_rule(&app, pid, json!({"name": "n", "new_error": true})).await;
-    let path = format!(
-        "/api/v4/projects/{pid}/error_tracking/alert_rules/{}/channels",
-        rule["id"]
-    );
+    let path = channels_path(pid, &rule);
     let blocked =
         json!({"message": {"url": ["is blocked: requests to the local network are not allowed"]}});
     for url in [
@@ -928,10 +938,7 @@ async fn email_goes_through_a_real_smtp_server_with_an_hourly_cap() {
         json!({"name": "mail", "new_error": true, "max_per_hour": 1}),
     )
     .await;
-    let path = format!(
-        "/api/v4/projects/{pid}/error_tracking/alert_rules/{}/channels",
-        rule["id"]
-    );
+    let path = channels_path(pid, &rule);
     check(
         &app,
         "POST",
@@ -1034,10 +1041,7 @@ async fn redirects_are_followed_only_to_allowed_targets() {
     recv.redirect("/to-loopback", &recv.url("/landed"));
     let pid = app.project_id("shop", "errors").await;
     let rule = create_rule(&app, pid, json!({"name": "n", "new_error": true})).await;
-    let path = format!(
-        "/api/v4/projects/{pid}/error_tracking/alert_rules/{}/channels",
-        rule["id"]
-    );
+    let path = channels_path(pid, &rule);
     for url in ["http://10.0.0.1/hook", "http://[::1]:9/hook"] {
         let (s, b) = app
             .call(
@@ -1054,28 +1058,227 @@ async fn redirects_are_followed_only_to_allowed_targets() {
         channels.push(add_channel(&app, pid, &rule, "webhook", &recv.url(p)).await);
     }
     for c in &channels {
-        let (s, _) = app
-            .call(
-                "POST",
-                &format!("{path}/{}/test", c["id"]),
-                Some(&app.admin_token),
-                None,
-            )
-            .await;
-        assert_eq!(s, 202);
+        assert_eq!(send_test(&app, pid, &rule, c).await, 202);
     }
     // The allowed redirect is followed, with the body.
     let landed = recv.wait_for("/landed", 1).await;
     assert_eq!(landed[0].json()["trigger"], "test");
-    // The others fail without leaving loopback, and say why.
+    // The others fail without leaving loopback, and say why (and, after a second, that they
+    // were given up).
     common::eventually("both refusals are recorded", || async {
         let r = get_rule(&app, pid, &rule).await;
-        r["channels"][0]["last_failure"]["reason"]
-            == "requests to the local network are not allowed"
-            && r["channels"][1]["last_failure"]["reason"]
-                == "requests to the local network are not allowed"
+        let refused = |c: &Value| {
+            c["last_failure"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("requests to the local network are not allowed"))
+        };
+        refused(&r["channels"][0]) && refused(&r["channels"][1])
     })
     .await;
     let r = get_rule(&app, pid, &rule).await;
     assert!(r["channels"][2]["last_success_at"].is_string(), "{r}");
+}
+
+/// The outbox's rows.
+fn outbox_rows(app: &TestApp) -> i64 {
+    common::db(app)
+        .query_row("SELECT COUNT(*) FROM alert_outbox", [], |r| r.get(0))
+        .expect("outbox")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_nobody_takes_is_given_up_after_its_bound() {
+    // A day's bound (the default), crossed on the alert clock rather than waited for.
+    let app = alert_app(|_| {}).await;
+    let recv = Receiver::start().await;
+    recv.fail_next(usize::MAX);
+    let (pid, key, _dsn) = app.project_with_key("shop").await;
+    let rule = create_rule(&app, pid, json!({"name": "new", "new_error": true})).await;
+    add_channel(&app, pid, &rule, "webhook", &recv.url("/hook")).await;
+    let e = error_event(&new_id(), "E", "v", "f");
+    assert_eq!(post_event(&app, pid, &key, &e).await.status, 200);
+
+    // Failures within the bound are retried: the alert waits.
+    recv.wait_for("/hook", 3).await;
+    assert_eq!(outbox_rows(&app), 1, "still waiting after three failures");
+    let c = &get_rule(&app, pid, &rule).await["channels"][0];
+    assert_eq!(c["last_failure"]["reason"], "the receiver answered 500");
+
+    // A day later, the next failure is the last.
+    app.server
+        .state
+        .alert_clock
+        .advance(Duration::from_secs(24 * 3600));
+    common::eventually("the alert is given up", || async { outbox_rows(&app) == 0 }).await;
+    let tries = recv.requests().len();
+    let c = &get_rule(&app, pid, &rule).await["channels"][0];
+    assert_eq!(c["last_failure"]["status"], 500, "{c}");
+    assert_eq!(
+        c["last_failure"]["reason"],
+        "the receiver answered 500; the alert was given up"
+    );
+    assert_eq!(c["last_success_at"], Value::Null);
+    // Nothing is tried again, even after the longest backoff would have passed.
+    app.server
+        .state
+        .alert_clock
+        .advance(Duration::from_secs(3600));
+    settle().await;
+    assert_eq!(recv.requests().len(), tries, "no attempt after giving up");
+    let ids: Vec<Value> = recv
+        .requests()
+        .iter()
+        .map(|r| r.json()["id"].clone())
+        .collect();
+    assert!(ids.iter().all(|id| id == &ids[0]), "one alert: {ids:?}");
+}
+
+/// Sends `n` events of `n` new errors, sixteen at a time.
+async fn flood(app: &TestApp, pid: i64, key: &str, n: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let url = app.url(&ingest_support::envelope_path(pid));
+    let auth = ingest_support::sentry_auth(key);
+    let next = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (client, url, auth, next) =
+            (app.client.clone(), url.clone(), auth.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                let e = error_event(&new_id(), &format!("Flood{i}"), "v", "f");
+                let r = client
+                    .post(&url)
+                    .header("x-sentry-auth", &auth)
+                    .body(ingest_support::event_envelope(&e))
+                    .send()
+                    .await
+                    .expect("sent");
+                assert_eq!(r.status(), 200);
+            }
+        });
+    }
+    while let Some(t) = tasks.join_next().await {
+        t.expect("sender");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_thousands_is_one_summary_at_once() {
+    // One message an hour, then one summary per ten minutes of the alert clock.
+    let app = alert_app(|c| c.alerts.summary_interval_secs = 600).await;
+    let recv = Receiver::start().await;
+    let (pid, key, _dsn) = app.project_with_key("shop").await;
+    let rule = create_rule(
+        &app,
+        pid,
+        json!({"name": "flood", "new_error": true, "max_per_hour": 1}),
+    )
+    .await;
+    add_channel(&app, pid, &rule, "webhook", &recv.url("/hook")).await;
+    const FLOOD: usize = 2000;
+    flood(&app, pid, &key, FLOOD).await;
+
+    // The first alert goes alone; what comes within the summary interval waits for it (a
+    // summary may already have gone with what had arrived by then).
+    recv.wait_for("/hook", 1).await;
+    settle().await;
+    let before = recv.requests().len();
+    assert!(before <= 2, "{before} messages during the flood");
+    // Past the interval, everything left goes out at once as one summary: not one per
+    // round's claim of 64 rows.
+    app.server
+        .state
+        .alert_clock
+        .advance(Duration::from_secs(11 * 60));
+    let started = std::time::Instant::now();
+    common::eventually("the flood is summarised", || async {
+        outbox_rows(&app) == 0
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    settle().await;
+    let bodies: Vec<Value> = recv.requests().iter().map(Recorded::json).collect();
+    assert_eq!(bodies.len(), before + 1, "one summary after the interval");
+    // The single message and a first summary may go out in one round, in either order.
+    let singles = bodies
+        .iter()
+        .filter(|b| b["trigger"] == "new_error")
+        .count();
+    assert_eq!(singles, 1, "one message within the rate");
+    let summarised: u64 = bodies
+        .iter()
+        .filter(|b| b["trigger"] != "new_error")
+        .map(|b| {
+            assert_eq!(b["trigger"], "summary", "{b}");
+            b["summary"]["count"].as_u64().expect("count")
+        })
+        .sum();
+    assert_eq!(
+        summarised as usize,
+        FLOOD - 1,
+        "every other alert is counted once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_to_loopback_is_refused_at_creation_and_at_delivery() {
+    // The default: no internal targets. Alerts are given up after a second.
+    let app = spawn_app_with(|c| {
+        c.alerts.retry_base_ms = 50;
+        c.alerts.poll_interval_ms = 50;
+        c.alerts.give_up_after_secs = 1;
+    })
+    .await;
+    let recv = Receiver::start().await;
+    let by_name = format!("http://localhost:{}/hook", recv.addr.port());
+    let pid = app.project_id("shop", "errors").await;
+    let rule = create_rule(&app, pid, json!({"name": "n", "new_error": true})).await;
+    let path = channels_path(pid, &rule);
+    check(
+        &app,
+        "POST",
+        &path,
+        Auth::Private(&app.admin_token),
+        Body::Json(json!({"type": "webhook", "url": by_name})),
+        400,
+        &json!({"message": {"url": ["is blocked: requests to the local network are not allowed"]}}),
+    )
+    .await;
+
+    // A name that resolved elsewhere when its channel was made and to loopback now (DNS
+    // rebinding): stored as if it had passed, it is refused by the resolver on connection.
+    let db = common::db(&app);
+    db.execute(
+        "INSERT INTO alert_channels (rule_id, kind, url, secret, created_at)
+         VALUES (?1, 'webhook', ?2, 'whsec_test', 0)",
+        rusqlite::params![rule["id"].as_i64().expect("id"), by_name],
+    )
+    .expect("channel stored");
+    let stored = json!({"id": db.last_insert_rowid()});
+    assert_eq!(send_test(&app, pid, &rule, &stored).await, 202);
+    common::eventually("the refusal is recorded", || async {
+        get_rule(&app, pid, &rule).await["channels"][0]["last_failure"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("requests to the local network are not allowed"))
+    })
+    .await;
+    settle().await;
+    assert!(recv.requests().is_empty(), "nothing reached loopback");
+
+    // The same name reaches the receiver where loopback is allowed: it was the guard that
+    // refused it, not the name.
+    let open = alert_app(|_| {}).await;
+    let pid = open.project_id("shop", "errors").await;
+    let rule = create_rule(&open, pid, json!({"name": "n", "new_error": true})).await;
+    let c = add_channel(&open, pid, &rule, "webhook", &by_name).await;
+    assert_eq!(send_test(&open, pid, &rule, &c).await, 202);
+    recv.wait_for("/hook", 1).await;
 }

@@ -1,11 +1,12 @@
 //! The web UI in a real browser: headless Chromium driven over WebDriver (ChromeDriver), through
 //! a user's whole journey: sign in, see the error a real SDK (the `sentry` crate) sent, search
 //! for it, open it, read its stack trace down to the failing line, resolve it, watch it leave
-//! the unresolved tab, see a new event reopen it, create a key, copy its DSN, sign out.
+//! the unresolved tab, see a new event reopen it, create a key, copy its DSN, make an alert
+//! rule with channels and send them a test notification, sign out.
 //!
 //! It needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
 //! test says so and passes, except under `CI=true`, where it fails. Screenshots of the list, the
-//! detail and the settings page go to `target/screenshots/`, or to `docs/screenshots/` with
+//! detail, the settings page and its alert rules go to `target/screenshots/`, or to `docs/screenshots/` with
 //! `FAULTLINE_UPDATE_SCREENSHOTS=1` (the README shows those).
 
 mod common;
@@ -16,7 +17,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{sdk, spawn_app, TestApp};
+use common::receiver::Receiver;
+use common::{sdk, spawn_app_with, TestApp};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
@@ -116,6 +118,26 @@ async fn save_screenshot(c: &Client, name: &str) {
         .clamp(700, 2000) as u32;
     c.set_window_size(1280, height).await.expect("resize");
     let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+/// Saves one element of the page, e.g. a card.
+async fn save_element_screenshot(c: &Client, css: &str, name: &str) {
+    let height = c
+        .execute("return document.documentElement.scrollHeight;", vec![])
+        .await
+        .expect("page height")
+        .as_u64()
+        .unwrap_or(1000)
+        .clamp(700, 4000) as u32;
+    c.set_window_size(1280, height).await.expect("resize");
+    let png = c
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .screenshot()
+        .await
+        .expect("screenshot");
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
 }
 
@@ -231,7 +253,128 @@ async fn path_of(c: &Client) -> String {
     }
 }
 
-async fn journey(app: &TestApp, c: &Client) {
+async fn type_into(c: &Client, css: &str, text: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+}
+
+async fn channel_rows(c: &Client) -> usize {
+    c.find_all(Locator::Css("table.channels tbody tr"))
+        .await
+        .expect("rows")
+        .len()
+}
+
+/// Adds a channel through the rule's form and waits for the page that lists it.
+async fn add_channel(c: &Client, kind: &str, target: &str) {
+    let before = channel_rows(c).await;
+    c.find(Locator::Css(".rule form.add-channel select"))
+        .await
+        .expect("the channel type")
+        .select_by_value(kind)
+        .await
+        .expect("select the type");
+    type_into(c, ".rule form.add-channel input[name=target]", target).await;
+    click(c, ".rule form.add-channel button[type=submit]").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while channel_rows(c).await != before + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the {kind} channel is not listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The channel of the first rule in row `row` (1-based): its "Send test" button.
+fn test_button(row: usize) -> String {
+    format!("table.channels tbody tr:nth-child({row}) form[action$='/test'] button")
+}
+
+/// Alert rules on the settings page: a rule made with the form, a channel of each kind, the
+/// webhook's secret shown once, a test that arrives and one that fails, as the page shows them.
+async fn alerts_journey(app: &TestApp, c: &Client, pid: i64, recv: &Receiver) {
+    let settings = app.url("/errors/shop/-/settings/error_tracking");
+    c.goto(&settings).await.expect("goto");
+    type_into(c, "#new-rule input[name=name]", "Checkout in production").await;
+    type_into(c, "#new-rule input[name=frequency_count]", "100").await;
+    type_into(c, "#new-rule input[name=frequency_minutes]", "10").await;
+    type_into(c, "#new-rule input[name=quiet_minutes]", "60").await;
+    type_into(c, "#new-rule input[name=environments]", "production").await;
+    click(c, "#new-rule input[value=fatal]").await;
+    click(c, "#new-rule input[value=error]").await;
+    click(c, "#new-rule button[type=submit]").await;
+    c.wait()
+        .for_element(Locator::Css(".rule h3"))
+        .await
+        .expect("the rule is listed");
+    let (s, rules) = app
+        .call(
+            "GET",
+            &format!("/api/v4/projects/{pid}/error_tracking/alert_rules"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(rules[0]["name"], "Checkout in production");
+    assert_eq!(rules[0]["levels"], json!(["fatal", "error"]));
+
+    add_channel(c, "slack", &recv.url("/services/T024/B0XY/slack-secret")).await;
+    add_channel(c, "webhook", &recv.url("/hooks/faultline")).await;
+    let secret = c
+        .find(Locator::Css(".secret-once input"))
+        .await
+        .expect("the secret, once")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a value");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    add_channel(c, "email", "oncall@example.com, payments@example.com").await;
+    assert!(
+        c.find(Locator::Css(".secret-once")).await.is_err(),
+        "the secret is not shown again"
+    );
+    let source = c.source().await.expect("source");
+    assert!(!source.contains(&secret) && !source.contains("slack-secret"));
+
+    // A test that arrives, then one the receiver refuses: the page shows each outcome.
+    click(c, &test_button(1)).await;
+    recv.wait_for("/services/T024/B0XY/slack-secret", 1).await;
+    recv.fail_next(1000);
+    click(c, &test_button(2)).await;
+    recv.wait_for("/hooks/faultline", 1).await;
+    common::eventually("both outcomes are recorded", || async {
+        let (_, rules) = app
+            .call(
+                "GET",
+                &format!("/api/v4/projects/{pid}/error_tracking/alert_rules"),
+                Some(&app.admin_token),
+                None,
+            )
+            .await;
+        rules[0]["channels"][0]["last_success_at"].is_string()
+            && rules[0]["channels"][1]["last_failure"]["status"] == 500
+    })
+    .await;
+    c.goto(&format!("{settings}#alert-rules"))
+        .await
+        .expect("goto");
+    let failure = c
+        .wait()
+        .for_element(Locator::Css(".badge.failed"))
+        .await
+        .expect("the failure is shown");
+    assert_eq!(failure.text().await.expect("text"), "HTTP 500");
+    save_element_screenshot(c, "#alert-rules", "alert-rules").await;
+}
+
+async fn journey(app: &TestApp, c: &Client, recv: &Receiver) {
     let (pid, _, dsn) = app.project_with_key("shop").await;
     send_other_errors(&dsn).await;
     sdk_send(&dsn, 1001).await;
@@ -277,7 +420,12 @@ async fn journey(app: &TestApp, c: &Client) {
         .expect("search");
     search.send_keys("card declined").await.expect("type");
     click(c, "form.search button[type=submit]").await;
-    assert!(path_of(c).await.contains("query=card+declined"));
+    // The click returns before the browser has loaded the answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path_of(c).await.contains("query=card+declined") {
+        assert!(Instant::now() < deadline, "the search did not load");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(titles(c).await, ["PaymentError"]);
 
     // Open it and read the failing line of its stack trace.
@@ -378,6 +526,8 @@ async fn journey(app: &TestApp, c: &Client) {
         .expect("the button says it copied");
     save_screenshot(c, "settings").await;
 
+    alerts_journey(app, c, pid, recv).await;
+
     // Sign out: back to the sign-in page, and pages need signing in again.
     click(c, ".who button").await;
     c.wait()
@@ -402,10 +552,21 @@ async fn a_user_triages_an_error_in_a_real_browser() {
         );
         return;
     };
-    let app = spawn_app().await;
+    // Alerts may reach the loopback receiver; a mail server is named so email channels can
+    // be made (nothing is sent to it).
+    let app = spawn_app_with(|c| {
+        c.alerts.allowed_internal_networks = vec!["127.0.0.0/8".into()];
+        c.alerts.retry_base_ms = 50;
+        c.alerts.poll_interval_ms = 50;
+        c.alerts.smtp.host = Some("127.0.0.1".into());
+        c.alerts.smtp.port = Some(9);
+        c.alerts.smtp.security = faultline::config::SmtpSecurity::None;
+    })
+    .await;
+    let recv = Receiver::start().await;
     let driver = start_driver(chromedriver).await;
     let profile = tempfile::tempdir().expect("profile dir");
     let c = browser(&driver, profile.path()).await;
-    journey(&app, &c).await;
+    journey(&app, &c, &recv).await;
     c.close().await.expect("browser closes");
 }

@@ -1099,3 +1099,370 @@ async fn the_detail_page_counts_tag_values() {
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
 }
+
+/// The settings page's alert forms, under `/alert_rules`.
+fn alert_rules(path: &str) -> String {
+    format!("{}/alert_rules", settings(path))
+}
+
+/// The project's alert rules as the REST API lists them.
+async fn api_rules(app: &TestApp, project_id: i64) -> Vec<Value> {
+    let (s, body) = app
+        .call(
+            "GET",
+            &format!("/api/v4/projects/{project_id}/error_tracking/alert_rules"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    body.as_array().expect("array").clone()
+}
+
+/// A server whose alerts may reach loopback receivers, and no other internal address, so the
+/// same test sees a channel accepted and a private address refused.
+async fn alert_ui_app() -> TestApp {
+    spawn_app_with(|c| {
+        c.alerts.allowed_internal_networks = vec!["127.0.0.0/8".into()];
+        c.alerts.retry_base_ms = 50;
+        c.alerts.poll_interval_ms = 50;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintainer_manages_alert_rules_on_the_settings_page() {
+    let app = alert_ui_app().await;
+    let recv = common::receiver::Receiver::start().await;
+    let pid = app.project_id("shop", "errors").await;
+    let path = "errors/shop";
+    let web = app.web_member("maint", pid, Some(40)).await;
+    assert!(web
+        .get(&settings(path))
+        .await
+        .body
+        .contains("No alert rules yet"));
+
+    // A rule with every kind of trigger and both filters, through the form.
+    let p = web
+        .post(
+            &alert_rules(path),
+            &[
+                ("name", "Checkout <prod>"),
+                ("new_error", "1"),
+                ("frequency_count", "50"),
+                ("frequency_minutes", "10"),
+                ("quiet_minutes", "60"),
+                ("environments", "production, staging"),
+                ("levels[]", "fatal"),
+                ("levels[]", "error"),
+                ("max_per_hour", "5"),
+            ],
+        )
+        .await;
+    assert_page(&p, 303, "create rule");
+    assert!(p
+        .location()
+        .expect("location")
+        .contains("done=rule_created"));
+    let rules = api_rules(&app, pid).await;
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    assert_eq!(rule["name"], "Checkout <prod>");
+    assert_eq!(
+        (&rule["new_error"], &rule["regression"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!(
+        rule["frequency"],
+        json!({"count": 50, "minutes": 10, "quiet_minutes": 60})
+    );
+    assert_eq!(rule["environments"], json!(["production", "staging"]));
+    assert_eq!(rule["levels"], json!(["fatal", "error"]));
+    assert_eq!(rule["max_per_hour"], 5);
+    let rid = rule["id"].as_i64().expect("id");
+    let channels = format!("{}/{rid}/channels", alert_rules(path));
+
+    // A refused rule comes back filled in, with the API's reason in words.
+    let p = web
+        .post(
+            &alert_rules(path),
+            &[("name", "no trigger"), ("environments", "qa")],
+        )
+        .await;
+    assert_page(&p, 400, "a rule without a trigger");
+    assert!(
+        p.body.contains(
+            "A rule needs at least one trigger: new error, regression or frequency count."
+        ),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains(r#"value="no trigger""#), "the name is kept");
+    assert!(p.body.contains(r#"value="qa""#), "the environment is kept");
+    let p = web
+        .post(
+            &alert_rules(path),
+            &[("name", "half"), ("frequency_count", "5")],
+        )
+        .await;
+    assert_page(&p, 400, "a frequency without its window");
+    assert!(
+        p.body.contains("Frequency minutes is missing."),
+        "{}",
+        p.body
+    );
+    assert_eq!(api_rules(&app, pid).await.len(), 1, "nothing was created");
+
+    // Bad and internal URLs are refused as the API refuses them.
+    for (target, reason) in [
+        ("not a url", "URL is invalid."),
+        (
+            "http://10.0.0.1/hook",
+            "URL is blocked: requests to the local network are not allowed.",
+        ),
+        (
+            "ftp://example.com/hook",
+            "URL is blocked: only http and https URLs are allowed.",
+        ),
+    ] {
+        let p = web
+            .post(&channels, &[("type", "slack"), ("target", target)])
+            .await;
+        assert_page(&p, 400, target);
+        assert!(p.body.contains(reason), "{target}: {}", p.body);
+        assert!(
+            p.body.contains(&format!(r#"value="{target}""#)),
+            "the target is kept"
+        );
+    }
+    let p = web
+        .post(
+            &channels,
+            &[("type", "email"), ("target", "oncall@example.com")],
+        )
+        .await;
+    assert_page(&p, 400, "email without a mail server");
+    assert!(p.body.contains("Email needs a mail server"), "{}", p.body);
+
+    // Channels of each kind the server can send to: a Slack-compatible hook is added and the
+    // page shows its host only; a generic webhook's secret is shown once, in the answer.
+    let slack_url = recv.url("/services/T00/B00/slack-token-xyz");
+    let p = web
+        .post(&channels, &[("type", "slack"), ("target", &slack_url)])
+        .await;
+    assert_page(&p, 303, "add slack");
+    for kind in ["discord", "teams"] {
+        let url = recv.url(&format!("/{kind}/path-secret-{kind}"));
+        let p = web
+            .post(&channels, &[("type", kind), ("target", &url)])
+            .await;
+        assert_page(&p, 303, kind);
+    }
+    let hook_url = recv.url("/hook/hook-path-secret");
+    let p = web
+        .post(&channels, &[("type", "webhook"), ("target", &hook_url)])
+        .await;
+    assert_page(&p, 200, "add webhook");
+    let at = p.body.find("whsec_").expect("the secret is shown once");
+    let secret: String = p.body[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    assert_eq!(secret.len(), "whsec_".len() + 64, "{secret}");
+    assert!(p.body.contains("shown only this once"));
+
+    let page = web.get(&settings(path)).await;
+    assert_page(&page, 200, "settings with channels");
+    for hidden in [
+        secret.as_str(),
+        "slack-token-xyz",
+        "path-secret-discord",
+        "path-secret-teams",
+        "hook-path-secret",
+        "whsec_",
+    ] {
+        assert!(!page.body.contains(hidden), "{hidden} on the page");
+    }
+    assert!(
+        page.body.contains("http://127.0.0.1/…"),
+        "the masked target"
+    );
+    assert!(page.body.contains("Checkout &lt;prod&gt;"), "escaped name");
+    for shown in [
+        "New error",
+        "50 events in 10 min, then quiet 60 min",
+        "environment: production, staging",
+        "level: fatal, error",
+        "up to 5 messages an hour per channel",
+        ">Slack<",
+        ">Discord<",
+        ">Teams<",
+        ">Webhook<",
+        ">signed<",
+    ] {
+        assert!(page.body.contains(shown), "{shown}");
+    }
+    let rule = &api_rules(&app, pid).await[0];
+    let chans = rule["channels"].as_array().expect("channels");
+    assert_eq!(
+        chans.iter().map(|c| c["type"].clone()).collect::<Vec<_>>(),
+        [
+            json!("slack"),
+            json!("discord"),
+            json!("teams"),
+            json!("webhook")
+        ]
+    );
+    assert_eq!(chans[3]["signed"], true);
+
+    // "Send test": the receiver fails it, and the page shows the channel's last failure.
+    let slack_id = chans[0]["id"].as_i64().expect("id");
+    recv.fail_next(1);
+    let p = web.post(&format!("{channels}/{slack_id}/test"), &[]).await;
+    assert_page(&p, 303, "send a test");
+    assert!(p.location().expect("location").contains("done=test_queued"));
+    recv.wait_for("/services/T00/B00/slack-token-xyz", 1).await;
+    common::eventually("the failure is recorded", || async {
+        !api_rules(&app, pid).await[0]["channels"][0]["last_failure"].is_null()
+    })
+    .await;
+    let page = web.get(&settings(path)).await;
+    assert!(page.body.contains("HTTP 500"), "{}", page.body);
+    assert!(page.body.contains("the receiver answered 500"));
+    // Retried, it arrives: the failure stays as history beside the success.
+    recv.wait_for("/services/T00/B00/slack-token-xyz", 2).await;
+    common::eventually("the success is recorded", || async {
+        api_rules(&app, pid).await[0]["channels"][0]["last_success_at"].is_string()
+    })
+    .await;
+    assert!(web
+        .get(&settings(path))
+        .await
+        .body
+        .contains("badge recovered"));
+
+    // Deleting a channel, then the rule.
+    let p = web
+        .post(&format!("{channels}/{slack_id}/delete"), &[])
+        .await;
+    assert_page(&p, 303, "delete channel");
+    assert_eq!(
+        api_rules(&app, pid).await[0]["channels"]
+            .as_array()
+            .expect("channels")
+            .len(),
+        3
+    );
+    let p = web
+        .post(&format!("{channels}/{slack_id}/delete"), &[])
+        .await;
+    assert_page(&p, 404, "a deleted channel");
+    let p = web
+        .post(&format!("{}/{rid}/delete", alert_rules(path)), &[])
+        .await;
+    assert_page(&p, 303, "delete rule");
+    assert!(api_rules(&app, pid).await.is_empty());
+    assert!(web
+        .get(&settings(path))
+        .await
+        .body
+        .contains("No alert rules yet"));
+}
+
+#[tokio::test]
+async fn alert_forms_keep_to_the_role_matrix_and_need_the_csrf_token() {
+    let app = alert_ui_app().await;
+    let pid = app.project_id("matrix", "errors").await;
+    let path = "errors/matrix";
+    let other = app.project_id("elsewhere", "other").await;
+    let outsider = app.web_member("outsider", other, Some(50)).await;
+    let guest = app.web_member("guest", pid, Some(10)).await;
+    let reporter = app.web_member("reporter", pid, Some(20)).await;
+    let developer = app.web_member("developer", pid, Some(30)).await;
+    let maintainer = app.web_member("maintainer", pid, Some(40)).await;
+    let root = app.root_web().await;
+
+    // A rule and channel made over the API, for the forms that act on one.
+    let api = format!("/api/v4/projects/{pid}/error_tracking/alert_rules");
+    let (s, rule) = app
+        .call(
+            "POST",
+            &api,
+            Some(&app.admin_token),
+            Some(json!({"name": "api rule", "new_error": true})),
+        )
+        .await;
+    assert_eq!(s, 201, "{rule}");
+    let rid = rule["id"].as_i64().expect("id");
+    let (s, channel) = app
+        .call(
+            "POST",
+            &format!("{api}/{rid}/channels"),
+            Some(&app.admin_token),
+            Some(json!({"type": "discord", "url": "http://127.0.0.1:9/discord/s3cr3t"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{channel}");
+    let cid = channel["id"].as_i64().expect("id");
+    let rule_path = format!("{}/{rid}", alert_rules(path));
+    let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            alert_rules(path),
+            vec![("name", "ui rule"), ("regression", "1")],
+        ),
+        (
+            format!("{rule_path}/channels"),
+            vec![("type", "teams"), ("target", "http://127.0.0.1:9/teams")],
+        ),
+        (format!("{rule_path}/channels/{cid}/test"), vec![]),
+        (format!("{rule_path}/channels/{cid}/delete"), vec![]),
+        (format!("{rule_path}/delete"), vec![]),
+    ];
+    let state = |app: &TestApp| {
+        let db = common::db(app);
+        let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).expect(sql) };
+        (
+            count("SELECT COUNT(*) FROM alert_rules"),
+            count("SELECT COUNT(*) FROM alert_channels"),
+            count("SELECT COUNT(*) FROM alert_outbox"),
+        )
+    };
+    let before = state(&app);
+    assert_eq!(before, (1, 1, 0));
+
+    // Without the session's token nobody gets through, not even an administrator.
+    for (form, fields) in &forms {
+        let p = root.post_raw(form, fields).await;
+        assert_page(&p, 403, &format!("{form} without a token"));
+        assert!(p.body.contains("The form has expired"));
+        let mut wrong = fields.clone();
+        wrong.push(("csrf", "not-the-token"));
+        assert_page(&root.post_raw(form, &wrong).await, 403, "a wrong token");
+    }
+    // Below Maintainer: 403; not a member: 404, as the REST API answers.
+    for (web, status) in [
+        (&outsider, 404),
+        (&guest, 403),
+        (&reporter, 403),
+        (&developer, 403),
+    ] {
+        for (form, fields) in &forms {
+            let p = web.post(form, fields).await;
+            assert_page(&p, status, form);
+        }
+        // The page itself is closed to them too, so no form shows.
+        assert_page(&web.get(&settings(path)).await, status, "settings");
+    }
+    assert_eq!(state(&app), before, "no form changed anything");
+
+    // A Maintainer's forms all go through, in order: create, add, test, delete, delete.
+    for (form, fields) in &forms {
+        let p = maintainer.post(form, fields).await;
+        assert_page(&p, 303, form);
+    }
+    let rules = api_rules(&app, pid).await;
+    assert_eq!(rules.len(), 1, "only the rule the form made is left");
+    assert_eq!(rules[0]["name"], "ui rule");
+    assert_eq!(rules[0]["regression"], true);
+}

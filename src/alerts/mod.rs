@@ -8,8 +8,10 @@
 //! each request has a timeout, and a dead receiver's alerts wait in the database.
 //!
 //! Each channel sends at most its rule's `max_per_hour` single messages an hour; past that, the
-//! alerts a round holds for the channel go out as one summary message, at most one a
-//! `summary_interval`.
+//! alerts the channel has waiting go out as one summary message, at most one a
+//! `summary_interval`. The summary takes every waiting alert of the channel, not only the
+//! round's: the rest are claimed in SQL under the summary's tag and only counted, so a flood
+//! of thousands collapses into one message at once, in constant memory.
 
 pub mod email;
 pub mod format;
@@ -152,7 +154,16 @@ pub fn spawn(
 /// What one alert goes out as.
 enum Send {
     One(ClaimedAlert),
-    Summary(ClaimedAlert, Summary, Vec<i64>),
+    Summary(ClaimedAlert, Summary, Folded),
+}
+
+/// The alerts a summary stands for besides the one that carries it.
+#[derive(Default)]
+struct Folded {
+    /// Claimed in this round.
+    ids: Vec<i64>,
+    /// The tag the rest of the channel's waiting alerts were claimed under, if there were any.
+    backlog: Option<String>,
 }
 
 impl Delivery {
@@ -167,13 +178,16 @@ impl Delivery {
         }
     }
 
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.settings.lease().as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// Claims and sends one round of due alerts; returns how many rows it claimed.
     async fn round(self: &Arc<Self>) -> StoreResult<usize> {
         let now = self.clock.now_millis();
-        let lease = i64::try_from(self.settings.lease().as_millis()).unwrap_or(i64::MAX);
         let claimed = self
             .store
-            .claim_due(&self.node, now, lease, CLAIM_LIMIT)
+            .claim_due(&self.node, now, self.lease_ms(), CLAIM_LIMIT)
             .await?;
         let n = claimed.len();
         if n == 0 {
@@ -235,7 +249,8 @@ impl Delivery {
     }
 
     /// Splits one channel's claimed alerts into single messages and, past the rule's hourly
-    /// rate, one summary (or, within `summary_interval` of the last message, a later try).
+    /// rate, one summary of everything the channel has waiting (or, within
+    /// `summary_interval` of the last message, a later try).
     async fn plan_channel(
         &self,
         channel_id: i64,
@@ -267,8 +282,14 @@ impl Delivery {
             let ids = rest.iter().map(|a| a.outbox_id).collect();
             return self.store.postpone(ids, last + interval).await;
         }
+        // The summary stands for the channel's whole backlog, claimed here and only counted.
+        let tag = format!("{}/summary/{}", self.node, carrier.outbox_id);
+        let backlog = self
+            .store
+            .claim_backlog(channel_id, &tag, now, self.lease_ms())
+            .await?;
         let summary = Summary {
-            count: rest.len(),
+            count: rest.len() + usize::try_from(backlog).unwrap_or(0),
             sample: rest
                 .iter()
                 .filter_map(|a| a.error.as_ref().map(|e| (a, e)))
@@ -286,14 +307,17 @@ impl Delivery {
                 })
                 .collect(),
         };
-        let folded = rest[1..].iter().map(|a| a.outbox_id).collect();
+        let folded = Folded {
+            ids: rest[1..].iter().map(|a| a.outbox_id).collect(),
+            backlog: (backlog > 0).then_some(tag),
+        };
         sends.push(Send::Summary(carrier, summary, folded));
         Ok(())
     }
 
     async fn deliver(&self, send: Send) {
         let (alert, summary, folded) = match send {
-            Send::One(a) => (a, None, Vec::new()),
+            Send::One(a) => (a, None, Folded::default()),
             Send::Summary(a, s, f) => (a, Some(s), f),
         };
         let now = self.clock.now_millis();
@@ -305,6 +329,11 @@ impl Delivery {
                 let retry = self.settings.backoff(alert.attempts);
                 let retry_at = (age + retry < self.settings.give_up_after)
                     .then(|| now + retry.as_millis() as i64);
+                // The channel's last failure is what tells a Maintainer an alert was lost.
+                let reason = match retry_at {
+                    Some(_) => reason,
+                    None => format!("{reason}; the alert was given up"),
+                };
                 tracing::info!(
                     channel_id = alert.channel.id,
                     kind = %alert.channel.kind,
@@ -326,9 +355,17 @@ impl Delivery {
             tracing::warn!(error = %e, "recording an alert delivery failed");
             return;
         }
-        if delivered && !folded.is_empty() {
-            if let Err(e) = self.store.settle_folded(folded).await {
+        if delivered && !folded.ids.is_empty() {
+            if let Err(e) = self.store.settle_folded(folded.ids).await {
                 tracing::warn!(error = %e, "removing summarised alerts failed");
+            }
+        }
+        // Undelivered, the backlog is released for the next summary rather than held until
+        // its lease ends.
+        if let Some(tag) = folded.backlog {
+            let channel = alert.channel.id;
+            if let Err(e) = self.store.settle_backlog(channel, &tag, delivered).await {
+                tracing::warn!(error = %e, "settling summarised alerts failed");
             }
         }
     }

@@ -172,17 +172,26 @@ fn merge_body(
 }
 
 fn merge_urlencoded(values: &mut Map<String, Value>, raw: &[u8]) {
-    for (k, v) in form_urlencoded::parse(raw) {
+    merge_pairs(values, form_urlencoded::parse(raw));
+}
+
+/// Form pairs as parameters: `name[]` collects a list, any other name keeps its last value.
+fn merge_pairs<K: AsRef<str>, V: Into<String>>(
+    values: &mut Map<String, Value>,
+    pairs: impl IntoIterator<Item = (K, V)>,
+) {
+    for (k, v) in pairs {
+        let (k, v) = (k.as_ref(), Value::String(v.into()));
         if let Some(base) = k.strip_suffix("[]") {
             let entry = values
                 .entry(base.to_owned())
                 .or_insert_with(|| Value::Array(vec![]));
             match entry {
-                Value::Array(a) => a.push(Value::String(v.into_owned())),
-                other => *other = Value::Array(vec![Value::String(v.into_owned())]),
+                Value::Array(a) => a.push(v),
+                other => *other = Value::Array(vec![v]),
             }
         } else {
-            values.insert(k.into_owned(), Value::String(v.into_owned()));
+            values.insert(k.to_owned(), v);
         }
     }
 }
@@ -199,6 +208,16 @@ impl Params {
     pub(crate) fn from_query(query: &str) -> Params {
         let mut values = Map::new();
         merge_urlencoded(&mut values, query.as_bytes());
+        Params {
+            values,
+            ..Default::default()
+        }
+    }
+
+    /// Parameters of a web UI form, so its fields go through the REST API's own validation.
+    pub(crate) fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Params {
+        let mut values = Map::new();
+        merge_pairs(&mut values, pairs);
         Params {
             values,
             ..Default::default()

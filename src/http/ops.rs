@@ -1,6 +1,9 @@
 //! The state-changing operations the REST API and the web UI share, each written once with its
 //! side effects: the store's write, then the in-memory key cache, before the caller answers, so
-//! that the next event already sees the change whichever surface made it.
+//! that the next event already sees the change whichever surface made it. The alert rules'
+//! operations are in [`alerts`].
+
+pub mod alerts;
 
 use super::AppState;
 use crate::domain::keys::generate_public_key;

@@ -218,6 +218,20 @@ pub trait AlertStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Settles rows that were folded into a summary another row carried.
     async fn settle_folded(&self, outbox_ids: Vec<i64>) -> StoreResult<()>;
+    /// Claims for one summary, under `tag` and for `lease_ms`, every other alert `channel_id`
+    /// has waiting that nobody holds (test notifications aside), due or not; returns how
+    /// many. A flood is thus summarised at once, whatever its size, with nothing read into
+    /// memory. [`AlertStore::settle_backlog`] removes them when the summary is delivered.
+    async fn claim_backlog(
+        &self,
+        channel_id: i64,
+        tag: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> StoreResult<i64>;
+    /// Removes the rows claimed under `tag` (their summary was delivered), or releases them
+    /// for the next summary.
+    async fn settle_backlog(&self, channel_id: i64, tag: &str, delivered: bool) -> StoreResult<()>;
     /// How many messages `channel_id` delivered since `since`, and when the last one went.
     async fn delivered_since(&self, channel_id: i64, since: i64)
         -> StoreResult<(i64, Option<i64>)>;

@@ -6,9 +6,11 @@
 //!
 //! Handlers are thin: they authenticate the session, resolve the project at the role they need
 //! with the same `api::project_for` as the REST API, call the shared operations in
-//! `http::ops` (resolve, create and delete keys, settings) or the store's reads, and render.
+//! `http::ops` (resolve, create and delete keys, settings, alert rules and channels) or the
+//! store's reads, and render.
 //! [`UiError`] is the UI's own error type; it renders an error page.
 
+mod alert_pages;
 mod auth;
 mod charts;
 mod event_view;
@@ -105,8 +107,9 @@ impl From<ApiError> for UiError {
             ApiError::Unauthorized => UiError::SignIn {
                 back_to: "/".into(),
             },
-            ApiError::BadParams(m) => UiError::BadRequest(m),
-            ApiError::Invalid(v) => UiError::BadRequest(v.to_string()),
+            e @ (ApiError::BadParams(_) | ApiError::Invalid(_)) => {
+                UiError::BadRequest(refusal(&e).unwrap_or_default())
+            }
             ApiError::Conflict(m) => UiError::BadRequest(m.to_owned()),
             ApiError::Store(e) => UiError::Store(e),
         }
@@ -151,6 +154,46 @@ impl IntoResponse for UiError {
 }
 
 pub type UiResult<T> = Result<T, UiError>;
+
+/// What a refused form is told, from the REST API's own refusal of the same parameters
+/// (`name is missing`, `{"url": ["is blocked: ..."]}`), as a sentence a person reads. `None`
+/// for an error that is not about the form's values.
+pub(crate) fn refusal(e: &ApiError) -> Option<String> {
+    let text = match e {
+        ApiError::BadParams(m) => m.clone(),
+        ApiError::Invalid(serde_json::Value::Object(fields)) => fields
+            .iter()
+            .flat_map(|(field, problems)| {
+                let problems = problems.as_array().cloned().unwrap_or_default();
+                problems.into_iter().map(move |p| {
+                    let p = p.as_str().unwrap_or_default().to_owned();
+                    // `base` is about the whole form, and `type` problems name the type.
+                    match field.as_str() {
+                        "base" | "type" => p,
+                        "url" => format!("URL {p}"),
+                        f => format!("{f} {p}"),
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        ApiError::Invalid(other) => other.to_string(),
+        _ => return None,
+    };
+    // Parameter names read as words (`frequency_count` is "frequency count").
+    let text = text.replace('_', " ");
+    let text = match text.strip_prefix("url ") {
+        Some(rest) => format!("URL {rest}"),
+        None => text,
+    };
+    let mut chars = text.chars();
+    let first = chars.next()?;
+    let mut sentence: String = first.to_uppercase().chain(chars).collect();
+    if !sentence.ends_with('.') {
+        sentence.push('.');
+    }
+    Some(sentence)
+}
 
 /// A `303 See Other` to `to`. axum's `Redirect` panics on a target that is not a valid header
 /// value; targets here can carry what a form sent, so an invalid one goes to `/` instead.
@@ -288,6 +331,11 @@ impl FormData {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every pair, for [`crate::http::api::Params::from_pairs`].
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
         self.0
             .iter()
@@ -329,6 +377,11 @@ enum ProjectPage {
     Settings,
     CreateKey,
     DeleteKey(i64),
+    CreateRule,
+    DeleteRule(i64),
+    AddChannel(i64),
+    DeleteChannel(i64, i64),
+    TestChannel(i64, i64),
 }
 
 /// Splits `/acme/shop/-/error_tracking/5/details` into the project path and the page.
@@ -356,6 +409,19 @@ fn route(path: &str) -> Option<(&str, ProjectPage)> {
         ["settings", "error_tracking", "client_keys"] => ProjectPage::CreateKey,
         ["settings", "error_tracking", "client_keys", key, "delete"] => {
             ProjectPage::DeleteKey(id(key)?)
+        }
+        ["settings", "error_tracking", "alert_rules"] => ProjectPage::CreateRule,
+        ["settings", "error_tracking", "alert_rules", rule, "delete"] => {
+            ProjectPage::DeleteRule(id(rule)?)
+        }
+        ["settings", "error_tracking", "alert_rules", rule, "channels"] => {
+            ProjectPage::AddChannel(id(rule)?)
+        }
+        ["settings", "error_tracking", "alert_rules", rule, "channels", ch, "delete"] => {
+            ProjectPage::DeleteChannel(id(rule)?, id(ch)?)
+        }
+        ["settings", "error_tracking", "alert_rules", rule, "channels", ch, "test"] => {
+            ProjectPage::TestChannel(id(rule)?, id(ch)?)
         }
         _ => return None,
     };
@@ -403,6 +469,15 @@ pub async fn fallback(State(state): State<AppState>, req: Request) -> Response {
         (&Method::POST, ProjectPage::Settings) => pages::save_settings(ctx, body).await,
         (&Method::POST, ProjectPage::CreateKey) => pages::create_key(ctx, body).await,
         (&Method::POST, ProjectPage::DeleteKey(id)) => pages::delete_key(ctx, id, body).await,
+        (&Method::POST, ProjectPage::CreateRule) => alert_pages::create_rule(ctx, body).await,
+        (&Method::POST, ProjectPage::DeleteRule(r)) => alert_pages::delete_rule(ctx, r, body).await,
+        (&Method::POST, ProjectPage::AddChannel(r)) => alert_pages::add_channel(ctx, r, body).await,
+        (&Method::POST, ProjectPage::DeleteChannel(r, c)) => {
+            alert_pages::delete_channel(ctx, r, c, body).await
+        }
+        (&Method::POST, ProjectPage::TestChannel(r, c)) => {
+            alert_pages::test_channel(ctx, r, c, body).await
+        }
         _ => return super::method_not_allowed().await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -447,6 +522,10 @@ mod tests {
         assert_eq!(
             route("/a/b/-/settings/error_tracking/client_keys/3/delete"),
             Some(("a/b", ProjectPage::DeleteKey(3)))
+        );
+        assert_eq!(
+            route("/a/b/-/settings/error_tracking/alert_rules/4/channels/9/test"),
+            Some(("a/b", ProjectPage::TestChannel(4, 9)))
         );
         for no in [
             "/-/error_tracking",

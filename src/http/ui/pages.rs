@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use super::views::{self, count, when, Who};
 use super::{
-    charts, event_view, html as page, project_at, require_viewer, signed_form, status_actions,
-    UiError, UiResult, Viewer,
+    alert_pages, charts, event_view, html as page, project_at, require_viewer, signed_form,
+    status_actions, UiError, UiResult, Viewer,
 };
 use crate::domain::keys::dsn;
 use crate::domain::passwords;
@@ -61,7 +61,7 @@ impl Ctx<'_> {
     }
 }
 
-fn who(viewer: &Viewer) -> Who<'_> {
+pub(super) fn who(viewer: &Viewer) -> Who<'_> {
     Who {
         username: &viewer.session.user.username,
         csrf: viewer.csrf(),
@@ -69,11 +69,11 @@ fn who(viewer: &Viewer) -> Who<'_> {
     }
 }
 
-fn csrf_field(viewer: &Viewer) -> Markup {
+pub(super) fn csrf_field(viewer: &Viewer) -> Markup {
     html! { input type="hidden" name="csrf" value=(viewer.csrf()); }
 }
 
-fn base(project: &Project) -> String {
+pub(super) fn base(project: &Project) -> String {
     format!("/{}/-", project.path_with_namespace)
 }
 
@@ -91,6 +91,11 @@ fn flash(query: &str) -> Option<&'static str> {
         "user_created" => "User created.",
         "password_set" => "Password set.",
         "status" => "Status changed.",
+        "rule_created" => "Alert rule created. Add a channel to it to receive its alerts.",
+        "rule_deleted" => "Alert rule deleted.",
+        "channel_added" => "Channel added.",
+        "channel_deleted" => "Channel deleted.",
+        "test_queued" => "Test notification queued; the channel shows its result in a moment.",
         _ => return None,
     })
 }
@@ -891,7 +896,29 @@ pub async fn settings(ctx: Ctx<'_>) -> UiResult<Response> {
     let viewer = ctx.viewer().await?;
     let (project, level) =
         project_at(ctx.state, &viewer, ctx.project, AccessLevel::MAINTAINER).await?;
+    settings_page(
+        &ctx,
+        &viewer,
+        &project,
+        level,
+        StatusCode::OK,
+        &alert_pages::Extra::default(),
+    )
+    .await
+}
+
+/// The settings page, also as the answer to an alert form that is refused (with the form
+/// filled in again and the reason) or that created a webhook (with its secret, this once).
+pub(super) async fn settings_page(
+    ctx: &Ctx<'_>,
+    viewer: &Viewer,
+    project: &Project,
+    level: AccessLevel,
+    status: StatusCode,
+    extra: &alert_pages::Extra<'_>,
+) -> UiResult<Response> {
     let state = ctx.state;
+    let alerts = alert_pages::section(state, viewer, project, extra).await?;
     let setting = state.store.setting(project.id).await?;
     let keys = state.store.list_keys(project.id, 1, 100).await?;
     let active_keys: Vec<_> = keys.items.iter().filter(|k| k.active).collect();
@@ -902,14 +929,14 @@ pub async fn settings(ctx: Ctx<'_>) -> UiResult<Response> {
         .as_ref()
         .map(|s| (s.setting.active, s.setting.integrated))
         .unwrap_or((false, true));
-    let b = base(&project);
+    let b = base(project);
     let body = html! {
-        (views::project_tabs(&project, level, "settings"))
+        (views::project_tabs(project, level, "settings"))
         @if let Some(n) = flash(ctx.query) { p class="flash ok" { (n) } }
         section class="card" {
             h2 { "Error tracking" }
             form method="post" action={(b) "/settings/error_tracking"} class="stack" {
-                (csrf_field(&viewer))
+                (csrf_field(viewer))
                 label class="check" { input type="checkbox" name="active" value="1" checked[active]; " Error tracking is on: events sent with this project's keys are stored" }
                 label class="check" { input type="checkbox" name="integrated" value="1" checked[integrated]; " Integrated: faultline itself stores the events (not an external Sentry)" }
                 @if setting.is_none() { p class="muted small" { "This project has no settings yet; saving creates them." } }
@@ -920,7 +947,7 @@ pub async fn settings(ctx: Ctx<'_>) -> UiResult<Response> {
             div class="card-head" {
                 h2 { "Client keys" }
                 form method="post" action={(b) "/settings/error_tracking/client_keys"} class="inline" {
-                    (csrf_field(&viewer))
+                    (csrf_field(viewer))
                     button type="submit" class="primary" { "Create key" }
                 }
             }
@@ -942,7 +969,7 @@ pub async fn settings(ctx: Ctx<'_>) -> UiResult<Response> {
                                 td { code { (k.public_key) } }
                                 td {
                                     form method="post" action={(b) "/settings/error_tracking/client_keys/" (k.id) "/delete"} class="inline confirm" data-confirm="Delete this key? Events sent with it will be refused." {
-                                        (csrf_field(&viewer))
+                                        (csrf_field(viewer))
                                         button type="submit" class="danger" { "Delete" }
                                     }
                                 }
@@ -966,13 +993,14 @@ pub async fn settings(ctx: Ctx<'_>) -> UiResult<Response> {
                 }
             }
         }
+        (alerts)
     };
     Ok(page(
-        StatusCode::OK,
+        status,
         views::layout(
             &format!("Settings · {}", project.name),
-            Some(&who(&viewer)),
-            &views::crumbs_for(&project),
+            Some(&who(viewer)),
+            &views::crumbs_for(project),
             body,
         ),
     ))

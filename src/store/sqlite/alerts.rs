@@ -192,17 +192,7 @@ pub(crate) fn check_frequency(tx: &Transaction, error_ids: &[i64], now: i64) -> 
     for &error_id in error_ids {
         type Candidate = (i64, i64, i64, i64, String, String, Option<i64>);
         let candidates: Vec<Candidate> = rules
-            .query_map([error_id], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })?
+            .query_map([error_id], |r| Candidate::try_from(r))?
             .collect::<Result<_, _>>()?;
         for (rule_id, threshold, minutes, quiet, envs, levels, last) in candidates {
             if last.is_some_and(|at| now < at.saturating_add(quiet.saturating_mul(60_000))) {
@@ -469,7 +459,8 @@ impl AlertStore for SqliteStore {
             let tx = c.transaction()?;
             // One statement picks and leases the rows, under the write lock: no other node can
             // claim them until the lease ends.
-            let claimed: Vec<(i64, i64, String, String, i64, i64, Option<i64>, i64)> = tx
+            type Claimed = (i64, i64, String, String, i64, i64, Option<i64>, i64);
+            let claimed: Vec<Claimed> = tx
                 .prepare_cached(
                     "UPDATE alert_outbox SET claimed_until = ?2 + ?3, claimed_by = ?4
                      WHERE id IN (SELECT id FROM alert_outbox
@@ -479,16 +470,7 @@ impl AlertStore for SqliteStore {
                                rule_id",
                 )?
                 .query_map(params![limit, now, lease_ms, node], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
+                    Claimed::try_from(r)
                 })?
                 .collect::<Result<_, _>>()?;
             let mut out = Vec::with_capacity(claimed.len());
@@ -613,6 +595,40 @@ impl AlertStore for SqliteStore {
                 }
             }
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_backlog(
+        &self,
+        channel_id: i64,
+        tag: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> StoreResult<i64> {
+        let tag = tag.to_owned();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE alert_outbox SET claimed_until = ?3 + ?4, claimed_by = ?2
+                 WHERE channel_id = ?1 AND trigger <> 'test' AND claimed_until <= ?3",
+                params![channel_id, tag, now, lease_ms],
+            )?;
+            Ok(n as i64)
+        })
+        .await
+    }
+
+    async fn settle_backlog(&self, channel_id: i64, tag: &str, delivered: bool) -> StoreResult<()> {
+        let tag = tag.to_owned();
+        self.run(move |c| {
+            let sql = if delivered {
+                "DELETE FROM alert_outbox WHERE channel_id = ?1 AND claimed_by = ?2"
+            } else {
+                "UPDATE alert_outbox SET claimed_until = 0, claimed_by = NULL
+                 WHERE channel_id = ?1 AND claimed_by = ?2"
+            };
+            c.execute(sql, params![channel_id, tag])?;
             Ok(())
         })
         .await
