@@ -1419,16 +1419,15 @@ async fn alert_forms_keep_to_the_role_matrix_and_need_the_csrf_token() {
         (format!("{rule_path}/channels/{cid}/delete"), vec![]),
         (format!("{rule_path}/delete"), vec![]),
     ];
-    let state = |app: &TestApp| {
-        let db = common::db(app);
-        let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).expect(sql) };
+    let db = common::Db::of(&app).await;
+    let state = || async {
         (
-            count("SELECT COUNT(*) FROM alert_rules"),
-            count("SELECT COUNT(*) FROM alert_channels"),
-            count("SELECT COUNT(*) FROM alert_outbox"),
+            db.int("SELECT COUNT(*) FROM alert_rules").await,
+            db.int("SELECT COUNT(*) FROM alert_channels").await,
+            db.int("SELECT COUNT(*) FROM alert_outbox").await,
         )
     };
-    let before = state(&app);
+    let before = state().await;
     assert_eq!(before, (1, 1, 0));
 
     // Without the session's token nobody gets through, not even an administrator.
@@ -1454,7 +1453,7 @@ async fn alert_forms_keep_to_the_role_matrix_and_need_the_csrf_token() {
         // The page itself is closed to them too, so no form shows.
         assert_page(&web.get(&settings(path)).await, status, "settings");
     }
-    assert_eq!(state(&app), before, "no form changed anything");
+    assert_eq!(state().await, before, "no form changed anything");
 
     // A Maintainer's forms all go through, in order: create, add, test, delete, delete.
     for (form, fields) in &forms {

@@ -570,6 +570,49 @@ impl AlertStore for PgStore {
         Ok(())
     }
 
+    async fn claim_backlog(
+        &self,
+        channel_id: i64,
+        tag: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> StoreResult<i64> {
+        let c = self.client().await?;
+        // The rows another node holds are skipped, not waited for; they are that node's
+        // summary. Locked in id order, as every other statement on the outbox.
+        let stmt = c
+            .prepare_cached(
+                "UPDATE alert_outbox SET claimed_until = $3, claimed_by = $2
+                 WHERE id IN (SELECT id FROM alert_outbox
+                              WHERE channel_id = $1 AND trigger <> 'test' AND claimed_until <= $4
+                              ORDER BY id FOR UPDATE SKIP LOCKED)",
+            )
+            .await?;
+        let n = c
+            .execute(
+                &stmt,
+                &[&channel_id, &tag, &now.saturating_add(lease_ms), &now],
+            )
+            .await?;
+        Ok(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+
+    async fn settle_backlog(&self, channel_id: i64, tag: &str, delivered: bool) -> StoreResult<()> {
+        let c = self.client().await?;
+        let sql = if delivered {
+            "DELETE FROM alert_outbox WHERE id IN (
+                 SELECT id FROM alert_outbox WHERE channel_id = $1 AND claimed_by = $2
+                 ORDER BY id FOR UPDATE)"
+        } else {
+            "UPDATE alert_outbox SET claimed_until = 0, claimed_by = NULL
+             WHERE id IN (SELECT id FROM alert_outbox WHERE channel_id = $1 AND claimed_by = $2
+                          ORDER BY id FOR UPDATE)"
+        };
+        let stmt = c.prepare_cached(sql).await?;
+        c.execute(&stmt, &[&channel_id, &tag]).await?;
+        Ok(())
+    }
+
     async fn delivered_since(
         &self,
         channel_id: i64,
