@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use faultline::domain::{event, grouping};
-use faultline::protocol::decode::{decode_body, ContentEncoding};
+use faultline::protocol::decode::{decode_body, decode_gzip_streaming, ContentEncoding};
 use faultline::protocol::{auth, envelope};
 use payloads::{BodyFactory, Kind};
 
@@ -41,6 +41,13 @@ fn decompression(c: &mut Criterion) {
                     decode_body(ContentEncoding::Gzip, black_box(body), 1 << 30).map(|d| d.len())
                 })
             },
+        );
+        // The streaming path alone, which `decode_body` falls back to: the one-shot path's
+        // gain in the same run.
+        g.bench_with_input(
+            BenchmarkId::new("streaming", kind.name()),
+            &body,
+            |b, body| b.iter(|| decode_gzip_streaming(black_box(body), 1 << 30).map(|d| d.len())),
         );
     }
     g.finish();
@@ -107,6 +114,54 @@ fn fingerprinting(c: &mut Criterion) {
     g.finish();
 }
 
+/// Storing an uncompressed event compactly: LZ4, the stored form, beside the fastest levels of
+/// zstd and deflate that were weighed against it; the CPU each costs per event, and (printed
+/// once) the size it leaves.
+fn payload_compaction(c: &mut Criterion) {
+    let mut g = c.benchmark_group("payload/compact");
+    for kind in Kind::ALL {
+        let json = payloads::event_json(kind, 3, ID);
+        let json = json.as_bytes();
+        g.throughput(Throughput::Bytes(json.len() as u64));
+        let size = faultline::store::payload::compact_json(json).0.len();
+        println!("lz4 (stored form): {} -> {size}", json.len());
+        g.bench_with_input(BenchmarkId::new("lz4", kind.name()), json, |b, json| {
+            b.iter(|| {
+                faultline::store::payload::compact_json(black_box(json))
+                    .0
+                    .len()
+            })
+        });
+        for level in [-1, 1] {
+            let mut z = zstd::bulk::Compressor::new(level).expect("zstd context");
+            let size = z.compress(json).expect("zstd").len();
+            println!("zstd {level}: {} -> {size}", json.len());
+            g.bench_with_input(
+                BenchmarkId::new(format!("zstd{level}"), kind.name()),
+                json,
+                |b, json| b.iter(|| z.compress(black_box(json)).map(|v| v.len())),
+            );
+        }
+        let mut d = libdeflater::Compressor::new(
+            libdeflater::CompressionLvl::new(1).expect("a valid level"),
+        );
+        let mut out = vec![0u8; d.gzip_compress_bound(json.len())];
+        let size = d.gzip_compress(json, &mut out).expect("deflate");
+        println!("libdeflate 1: {} -> {size}", json.len());
+        g.bench_with_input(
+            BenchmarkId::new("libdeflate1", kind.name()),
+            json,
+            |b, json| {
+                b.iter(|| {
+                    let mut out = vec![0u8; d.gzip_compress_bound(json.len())];
+                    d.gzip_compress(black_box(json), &mut out)
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     // Short windows: these steps take micro- to milliseconds, so 2 s gives thousands of samples.
     Criterion::default()
@@ -118,6 +173,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = auth_header, decompression, envelope_parse, extraction, fingerprinting
+    targets = auth_header, decompression, envelope_parse, extraction, fingerprinting, payload_compaction
 }
 criterion_main!(benches);

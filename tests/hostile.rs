@@ -199,7 +199,17 @@ async fn full_database_answers_503_and_recovers_when_space_returns() {
     let app = spawn_app_with(|c| c.database.max_page_count = Some(300)).await;
     let (filler, filler_key, _) = app.project_with_key("filler").await;
     let (other, other_key, _) = app.project_with_key("other").await;
-    let padding = "x".repeat(16 * 1024);
+    // Pseudo-random hex: LZ4, which stores uncompressed events, finds nothing to shrink in it,
+    // so every event takes its full 16 KiB.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let padding: String = (0..16 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b"0123456789abcdef"[(state % 16) as usize])
+        })
+        .collect();
 
     let mut acked = Vec::new();
     let mut saw_503 = false;

@@ -134,7 +134,9 @@ async fn every_content_encoding_is_decoded() {
             event.to_string().into_bytes(),
             "envelope, {what}"
         );
-        // A gzip envelope holding only the event is kept compressed, as it came.
+        // A gzip envelope holding only the event is kept compressed, as it came; any other
+        // event's JSON is compressed with LZ4 only when that is smaller, which this short event
+        // is not (see `an_uncompressed_envelope_is_stored_compactly`).
         let gzip_body = encoding.is_some_and(|e| e.eq_ignore_ascii_case("gzip") || e == "x-gzip");
         assert_eq!(
             fx.payload_codec(&id).await,
@@ -153,6 +155,41 @@ async fn every_content_encoding_is_decoded() {
             event.to_string().into_bytes(),
             "store, {what}"
         );
+    }
+}
+
+/// A browser SDK's uncompressed envelope of a few KB is stored as an LZ4 block, a fraction of
+/// its size, and read back byte for byte.
+#[tokio::test]
+async fn an_uncompressed_envelope_is_stored_compactly() {
+    let fx = fixture().await;
+    for (path, is_envelope) in [(envelope_path(fx.pid), true), (store_path(fx.pid), false)] {
+        let id = new_id();
+        let mut event = message_event(&id, "a browser's event");
+        event["breadcrumbs"] = serde_json::json!({"values": (0..40).map(|i| serde_json::json!({
+            "category": "navigation", "message": format!("went to /shop/item/{i}"), "level": "info"
+        })).collect::<Vec<_>>()});
+        let json = event.to_string().into_bytes();
+        assert!(json.len() > 3000, "{} bytes", json.len());
+        let body = if is_envelope {
+            event_envelope(&event)
+        } else {
+            json.clone()
+        };
+        let r = fx.post(&path, &[], body).await;
+        assert_accepted(&r, &id, &path);
+        assert_eq!(fx.payload_codec(&id).await, 2, "{path}");
+        let stored = Db::of(&fx.app)
+            .await
+            .row(&format!(
+                "SELECT payload FROM events WHERE project_id = {} AND event_id = '{id}'",
+                fx.pid
+            ))
+            .await[0]
+            .bytes()
+            .len();
+        assert!(stored < json.len() / 2, "{stored} of {} bytes", json.len());
+        assert_eq!(fx.payload(&id).await, json, "{path}");
     }
 }
 

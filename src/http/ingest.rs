@@ -28,7 +28,7 @@ use crate::protocol::decode::{decode_body, ContentEncoding, DecodeError};
 use crate::protocol::envelope::{self, EnvelopeError, ItemType};
 use crate::protocol::store_body::{decode_store_body, normalize_event_id, StoreBodyError};
 use crate::store::ingest::{AttachmentRecord, EventRecord, Record, UserReportRecord};
-use crate::store::payload::PayloadCodec;
+use crate::store::payload::{self, PayloadCodec};
 use crate::writer::WriteError;
 
 /// Limits and behaviour of the ingestion endpoints, from configuration.
@@ -638,8 +638,9 @@ fn new_event_id() -> String {
 /// Builds the stored form of one event. `forced_id` (the envelope header's id) wins over the
 /// payload's; an event with neither gets a new id.
 ///
-/// The payload is stored as the event JSON, or as `gzip_envelope`, the compressed request body
-/// that carries this event alone, when there is one.
+/// The payload is stored as `gzip_envelope`, the compressed request body that carries this event
+/// alone, when there is one, else as the event JSON, compressed when that is smaller
+/// (`store::payload::compact_json`).
 fn event_record(
     project_id: i64,
     forced_id: Option<&str>,
@@ -652,6 +653,11 @@ fn event_record(
         .or_else(|| summary.event_id.as_deref().and_then(normalize_event_id))
         .unwrap_or_else(new_event_id);
     let g = grouping::group(&summary);
+    // Compressed here, on the request's thread, rather than by the single writer.
+    let (payload, payload_codec) = match gzip_envelope {
+        Some(body) => (body.to_vec(), PayloadCodec::GzipEnvelope),
+        None => payload::compact_json(json),
+    };
     let now = chrono::Utc::now().timestamp_millis();
     let search_tags = search_tags(&summary);
     let occurred_at = summary
@@ -675,11 +681,8 @@ fn event_record(
         user_identity: summary.user_identity.as_deref().map(str::to_owned),
         search_tags,
         occurred_at,
-        payload: gzip_envelope.unwrap_or(json).to_vec(),
-        payload_codec: match gzip_envelope {
-            Some(_) => PayloadCodec::GzipEnvelope,
-            None => PayloadCodec::Json,
-        },
+        payload,
+        payload_codec,
     })
 }
 

@@ -153,15 +153,80 @@ fn with_inflater<T>(zlib_header: bool, f: impl FnOnce(&mut Decompress) -> T) -> 
     result
 }
 
+thread_local! {
+    /// This thread's libdeflate state for [`inflate_single_member`], kept for the same reason as
+    /// [`INFLATER`] and taken out while in use in the same way.
+    static ONE_SHOT: Cell<Option<libdeflater::Decompressor>> = const { Cell::new(None) };
+}
+
+/// Decodes a gzip body: in one call to libdeflate when it is certainly a single member that fits
+/// the limit, else member by member with the streaming inflater.
+fn decode_gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    match inflate_single_member(body, limit) {
+        Some(out) => Ok(out),
+        None => decode_gzip_streaming(body, limit),
+    }
+}
+
+/// The fast path for the body nearly every SDK sends: one gzip member, its size in the trailer.
+/// libdeflate inflates it in one call into a buffer of exactly that size, about a third faster
+/// than the streaming inflater, but it needs the size up front and it ignores whatever follows
+/// the first member. So this path only ever answers success, and only when it can prove the
+/// streaming path would give the same bytes; `None` hands the body (several members, trailing
+/// bytes, a trailer that lies, a size past the limit, any corruption) to
+/// [`decode_gzip_streaming`], which decides it exactly as before, errors and limits included.
+///
+/// The proof that the body is one member and nothing else: libdeflate checks the CRC-32 and the
+/// size stored right after the deflate stream's real end, and the size it found equals the
+/// body's last four bytes. If the stream ended before the body's last eight bytes, those four
+/// size bytes would also occur earlier in the body, right where that first trailer's size is;
+/// they occur nowhere but at the end, so the stream ends exactly at the final trailer. (A chance
+/// earlier occurrence only costs the streaming path.)
+///
+/// One disagreement remains, found by the property test below: libdeflate decodes the codes
+/// RFC 1951 reserves (literal/length codes 286 and 287 as length 258, distance codes 30 and 31
+/// as distance 24577 and up), where zlib refuses the stream as corrupt. No encoder writes them,
+/// and the body must also carry the CRC of libdeflate's reading, so only a body made for it is
+/// accepted here and refused by the streaming path; its output still fits the limit, and the
+/// read side decodes the stored body through this same path.
+fn inflate_single_member(body: &[u8], limit: usize) -> Option<Vec<u8>> {
+    // libdeflate skips a header CRC without checking it; ours checks it, as the streaming path
+    // does.
+    let header_len = gzip_header_len(body).ok()?;
+    let size_bytes = body.last_chunk::<4>()?;
+    let size = usize::try_from(u32::from_le_bytes(*size_bytes)).ok()?;
+    // A size past the limit is the streaming path's to refuse (it stops at the limit); one past
+    // what the input could expand to is a lie and never sizes a buffer.
+    if size > limit || size > body.len().saturating_mul(MAX_DEFLATE_RATIO) {
+        return None;
+    }
+    let mut out = vec![0u8; size];
+    let cached = ONE_SHOT.try_with(Cell::take).ok().flatten();
+    let mut inflater = cached.unwrap_or_default();
+    let inflated = inflater.gzip_decompress(body, &mut out);
+    let _ = ONE_SHOT.try_with(|slot| slot.set(Some(inflater)));
+    if inflated.ok()? != size {
+        return None;
+    }
+    // Every place an earlier trailer's size field could start: after at least one byte of
+    // deflate data and its CRC, and before the final one at `body.len() - 4`.
+    let earlier = body.get(header_len + 5..body.len() - 1)?;
+    if memchr::memmem::find(earlier, size_bytes).is_some() {
+        return None;
+    }
+    Some(out)
+}
+
 /// Decodes a (possibly multi-member) gzip body with the deflate data of each member inflated
-/// straight into the output buffer.
+/// straight into the output buffer. Public so that the fuzz target can hold the one-shot path
+/// against it; ingestion goes through [`decode_body`].
 ///
 /// The last four bytes of a gzip stream hold the uncompressed size of its last member, which is
 /// the whole body's size in the usual single-member case. It only sizes the first allocation:
 /// it is capped by the limit and by the largest size the input could possibly expand to, and a
 /// wrong value merely means the buffer grows (or was larger than needed). The limit itself is
 /// enforced by never giving the inflater more room than the limit leaves.
-fn decode_gzip(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+pub fn decode_gzip_streaming(body: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     let hint = match body.last_chunk::<4>() {
         Some(size) => usize::try_from(u32::from_le_bytes(*size)).unwrap_or(usize::MAX),
         None => 0,
@@ -1062,6 +1127,98 @@ mod tests {
         assert_eq!(gzip_owned(&fine, MIB).unwrap(), b"after an empty member");
     }
 
+    /// A gzip member around arbitrary deflate data, its trailer from what libdeflate makes of
+    /// the data (an empty output when it makes nothing of it).
+    fn gzip_around_raw_deflate(deflate: &[u8]) -> Vec<u8> {
+        let mut inflater = libdeflater::Decompressor::new();
+        let mut out = vec![0u8; 64 * 1024];
+        let n = inflater.deflate_decompress(deflate, &mut out).unwrap_or(0);
+        // libdeflate ignores what follows the stream; cut the data where it ends (the shortest
+        // prefix it still accepts: any longer one is accepted too), so that the member is
+        // exactly the stream and its trailer.
+        let mut scratch = vec![0u8; 64 * 1024];
+        let (mut lo, mut hi) = (0, deflate.len());
+        while n > 0 && lo < hi {
+            let mid = (lo + hi) / 2;
+            if inflater
+                .deflate_decompress(&deflate[..mid], &mut scratch)
+                .is_ok()
+            {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        let deflate = if n > 0 { &deflate[..hi] } else { deflate };
+        let mut body = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        body.extend_from_slice(deflate);
+        body.extend_from_slice(&libdeflater::crc32(&out[..n]).to_le_bytes());
+        body.extend_from_slice(&(n as u32).to_le_bytes());
+        body
+    }
+
+    #[test]
+    fn one_member_takes_the_one_shot_path() {
+        // (An empty member is not among them: its CRC and size are both zero, so its size
+        // bytes also occur in its CRC and it goes the streaming way, which costs nothing.)
+        for data in [&b"x"[..], SAMPLE, &SAMPLE.repeat(300)] {
+            let body = gzip(data);
+            assert_eq!(inflate_single_member(&body, MIB).as_deref(), Some(data));
+            let fields = gzip_with_all_header_fields(data);
+            assert_eq!(inflate_single_member(&fields, MIB).as_deref(), Some(data));
+        }
+    }
+
+    #[test]
+    fn reserved_codes_are_the_one_disagreement() {
+        // The property test's smallest case: a fixed-Huffman block that uses literal/length
+        // code 286. libdeflate reads it as a length of 258, zlib refuses it.
+        let deflate = [107, 88, 48, 14, 118, 16, 35, 48, 99, 193, 128, 96, 192];
+        let body = gzip_around_raw_deflate(&deflate);
+        assert_eq!(
+            inflate_single_member(&body, MIB).map(|v| v.len()),
+            Some(416)
+        );
+        assert!(matches!(
+            decode_gzip_streaming(&body, MIB),
+            Err(DecodeError::Corrupt(_))
+        ));
+        // Under a limit below its size it is refused by the streaming path as before.
+        assert!(matches!(
+            gzip_owned(&body, 415),
+            Err(DecodeError::Corrupt(_) | DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn one_shot_path_declines_what_it_cannot_prove() {
+        let one = gzip(SAMPLE);
+        // `cat x.gz x.gz`: the first member alone passes libdeflate's checks, and the final
+        // trailer describes it too; only the earlier copy of its size shows the second member.
+        let twice = [one.clone(), one.clone()].concat();
+        assert_eq!(inflate_single_member(&twice, MIB), None);
+        assert_eq!(gzip_owned(&twice, MIB).unwrap(), SAMPLE.repeat(2));
+        // Bytes after the member that end in a copy of its trailer: the streaming path refuses
+        // them, so the one-shot path must not accept them.
+        let trailer = &one[one.len() - 8..];
+        let padded = [&one[..], b"junk", trailer].concat();
+        assert_eq!(inflate_single_member(&padded, MIB), None);
+        assert!(matches!(
+            gzip_owned(&padded, MIB),
+            Err(DecodeError::Corrupt(_))
+        ));
+        // A size past the limit, and a size that lies.
+        assert_eq!(inflate_single_member(&one, SAMPLE.len() - 1), None);
+        let mut lying = one.clone();
+        let at = lying.len() - 4;
+        lying[at..].copy_from_slice(&(SAMPLE.len() as u32 - 1).to_le_bytes());
+        assert_eq!(inflate_single_member(&lying, MIB), None);
+        // A header CRC libdeflate would skip unchecked.
+        let mut bad_hcrc = gzip_with_all_header_fields(SAMPLE);
+        bad_hcrc[10 + 2 + 3 + 10 + 10] ^= 1;
+        assert_eq!(inflate_single_member(&bad_hcrc, MIB), None);
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -1137,6 +1294,58 @@ mod tests {
                     }
                     for out in [got_gz, got_def].into_iter().flatten() {
                         prop_assert!(out.capacity() <= limit);
+                    }
+                }
+            }
+
+            /// The one-shot path answers only what the streaming path answers, on bodies built
+            /// to look like one member: copies of a member, bytes after it that end in its own
+            /// trailer, flipped bits, cuts, and limits around the size.
+            #[test]
+            fn one_shot_path_agrees_with_streaming_path(
+                data in proptest::collection::vec(any::<u8>(), 0..3000),
+                copies in 1usize..3,
+                junk in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..12)),
+                flips in proptest::collection::vec((any::<proptest::sample::Index>(), 1u8..=255), 0..2),
+                cut in proptest::option::of(any::<proptest::sample::Index>()),
+                slack in -2isize..2,
+            ) {
+                let one = gzip(&data);
+                let mut body = one.repeat(copies);
+                if let Some(junk) = junk {
+                    body.extend(junk);
+                    body.extend_from_slice(&one[one.len() - 8..]);
+                }
+                for (at, x) in &flips {
+                    let i = at.index(body.len());
+                    body[i] ^= x;
+                }
+                if let Some(cut) = cut {
+                    body.truncate(cut.index(body.len() + 1));
+                }
+                let limit = (data.len() as isize + slack).max(0) as usize;
+                for limit in [limit, MIB] {
+                    let streaming = decode_gzip_streaming(&body, limit);
+                    if let Some(fast) = inflate_single_member(&body, limit) {
+                        prop_assert_eq!(streaming.as_ref().ok(), Some(&fast));
+                    }
+                    prop_assert!(same_outcome(&gzip_owned(&body, limit), &streaming));
+                }
+            }
+
+            /// Where the two inflaters could disagree: any deflate stream libdeflate accepts,
+            /// wrapped as a member with the right trailer, must give the streaming path the same
+            /// bytes. (Random bytes often start a fixed-Huffman block that decodes for a while.)
+            #[test]
+            fn inflaters_agree_on_what_libdeflate_accepts(
+                deflate in proptest::collection::vec(any::<u8>(), 1..600),
+            ) {
+                let body = gzip_around_raw_deflate(&deflate);
+                if let Some(fast) = inflate_single_member(&body, MIB) {
+                    match decode_gzip_streaming(&body, MIB) {
+                        Ok(streamed) => prop_assert_eq!(streamed, fast),
+                        // The known disagreement: reserved codes (see `inflate_single_member`).
+                        Err(e) => prop_assert!(matches!(e, DecodeError::Corrupt(_)), "{}", e),
                     }
                 }
             }
