@@ -11,6 +11,15 @@
 //! latency. At the end it checks that the stored events equal the 200 answers; a mismatch is a
 //! correctness failure and exits non-zero. Timing never fails the run.
 //!
+//! With `FAULTLINE_BENCH_POSTGRES`, the same run then measures the 4 KB event on PostgreSQL,
+//! closed loop: one and two `faultline serve` nodes (each a release process with its own data
+//! directory) on a fresh database per configuration, the connections spread evenly over the
+//! nodes. Each row is printed beside SQLite's and the baseline's of the same run, with the ratio
+//! to SQLite's events/s; its CPU per event is the nodes' together plus the PostgreSQL server's
+//! (the postmaster and its children, read from `/proc`, when the server runs on this machine).
+//! Each configuration ends with the same check, stored (`SELECT COUNT(*) FROM events`) against
+//! acknowledged.
+//!
 //! Environment (all optional):
 //! - `FAULTLINE_BENCH_SECS` (10): seconds per measured phase; `FAULTLINE_BENCH_WARMUP_SECS` (2).
 //! - `FAULTLINE_BENCH_CONNS` (64): keep-alive connections.
@@ -22,6 +31,11 @@
 //! - `FAULTLINE_BENCH_NO_BUILD`: do not run `cargo build --release` first.
 //! - `FAULTLINE_BENCH_SERVER_BIN`: run this server binary instead of `target/release/faultline`
 //!   (nothing is built), e.g. to compare two builds in alternating runs.
+//! - `FAULTLINE_BENCH_POSTGRES` (unset): a superuser URL of a PostgreSQL cluster to create the
+//!   databases in, or `auto`: start a durable throwaway cluster (`scripts/throwaway-postgres
+//!   start --durable`, fsync on) and stop it at the end.
+//! - `FAULTLINE_BENCH_POSTGRES_NODES` (`1,2`): the node counts to run on PostgreSQL, in order
+//!   (`2,1` in every other run takes the order out of the comparison).
 //!
 //! Every other `FAULTLINE_*` variable reaches the server, e.g. `FAULTLINE_INGEST__ACK=queued`.
 
@@ -36,7 +50,7 @@ use std::time::Duration;
 use anyhow::Context;
 use common::loadgen::{self, Mode, RunStats, Target};
 use common::payloads::{BodyFactory, Kind};
-use common::{api, db, procs};
+use common::{api, db, pg, procs};
 use hyper::header::HeaderValue;
 
 const ADMIN_TOKEN: &str = "glpat-ingest-load-bench-0000";
@@ -52,6 +66,10 @@ struct Settings {
     preload: Option<u64>,
     /// Connection counts for an extra closed-loop sweep of the 4 KB event.
     sweep: Vec<usize>,
+    /// `FAULTLINE_BENCH_POSTGRES`: a cluster's superuser URL, or `auto`.
+    postgres: Option<String>,
+    /// Node counts to run on PostgreSQL, in this order.
+    pg_nodes: Vec<usize>,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -80,6 +98,17 @@ impl Settings {
             sweep: std::env::var("FAULTLINE_BENCH_SWEEP")
                 .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
                 .unwrap_or_default(),
+            postgres: std::env::var("FAULTLINE_BENCH_POSTGRES")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
+            pg_nodes: std::env::var("FAULTLINE_BENCH_POSTGRES_NODES")
+                .map(|v| {
+                    v.split(',')
+                        .filter_map(|c| c.trim().parse().ok())
+                        .filter(|&n| n > 0)
+                        .collect()
+                })
+                .unwrap_or_else(|_| vec![1, 2]),
         })
     }
 }
@@ -211,6 +240,122 @@ impl Sut {
     }
 }
 
+/// `n` faultline nodes on one fresh PostgreSQL database, each with its own data directory (its
+/// lock and first-start token file), and the tally the check compares against.
+struct PgSut {
+    nodes: Vec<(procs::ServerProc, tempfile::TempDir)>,
+    /// The database's name on the cluster, and its URL.
+    database: String,
+    url: String,
+    project: i64,
+    key: String,
+    /// 200 answers received from all nodes, warm-ups included.
+    acknowledged: u64,
+}
+
+impl PgSut {
+    /// Creates the database, starts the first node (which applies the migrations), creates the
+    /// project and key through it, then starts the others, which load the key at start-up.
+    async fn start(
+        bin: &Path,
+        cluster: &pg::Cluster,
+        n: usize,
+        nonce: u64,
+    ) -> anyhow::Result<PgSut> {
+        let database = format!("faultline_bench_{nonce:x}_{n}_nodes");
+        let url = cluster.create_database(&database).await?;
+        let mut sut = PgSut {
+            nodes: Vec::new(),
+            database,
+            url,
+            project: 0,
+            key: String::new(),
+            acknowledged: 0,
+        };
+        for i in 0..n {
+            let dir = tempfile::Builder::new()
+                .prefix("faultline-bench-pg-")
+                .tempdir()?;
+            let proc = procs::spawn_faultline_with(
+                bin,
+                dir.path(),
+                ADMIN_TOKEN,
+                &[("FAULTLINE_DATABASE__URL", &sut.url)],
+            )?;
+            if i == 0 {
+                sut.project = api::create_project(proc.addr, ADMIN_TOKEN, "bench").await?;
+                sut.key = api::enable_tracking(proc.addr, ADMIN_TOKEN, sut.project).await?;
+            }
+            sut.nodes.push((proc, dir));
+        }
+        Ok(sut)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().map(|(p, _)| p.pid()).collect()
+    }
+
+    fn targets(
+        &self,
+        bodies: Arc<BodyFactory>,
+        counter: Arc<AtomicU64>,
+        nonce: u64,
+    ) -> Vec<Target> {
+        self.nodes
+            .iter()
+            .map(|(p, _)| {
+                target(
+                    p.addr,
+                    self.project,
+                    &self.key,
+                    bodies.clone(),
+                    counter.clone(),
+                    nonce,
+                )
+            })
+            .collect()
+    }
+
+    /// Stops every node (each drains its writer), then compares the rows in `events` with the
+    /// 200 answers, as [`Sut::check`] does, and drops the database.
+    async fn check(&mut self, cluster: &pg::Cluster, label: &str) -> anyhow::Result<bool> {
+        let mut dedup = 0;
+        let mut accepted = 0;
+        for (proc, _) in &self.nodes {
+            let m = api::metrics(proc.addr).await;
+            dedup += api::metric(&m, "faultline_events_deduplicated_total") as u64;
+            accepted += api::metric(&m, "faultline_events_accepted_total") as u64;
+        }
+        for (proc, _) in &mut self.nodes {
+            proc.stop();
+        }
+        let stored = pg::count_events(&self.url).await?;
+        cluster.drop_database(&self.database).await;
+        let ok = stored == self.acknowledged && dedup == 0;
+        println!();
+        if ok {
+            println!(
+                "CHECK {label}: OK: {} events acknowledged with 200, {stored} stored \
+                 (SELECT COUNT(*) FROM events; events_accepted_total={accepted} over the nodes before shutdown)",
+                self.acknowledged
+            );
+        } else {
+            println!(
+                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+            );
+            println!(
+                "CHECK {label}: MISMATCH: {} events acknowledged with 200 but {stored} stored \
+                 (SELECT COUNT(*) FROM events; events_accepted_total={accepted} over the nodes before shutdown, deduplicated={dedup})",
+                self.acknowledged
+            );
+            println!(
+                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+            );
+        }
+        Ok(ok)
+    }
+}
+
 fn target(
     addr: SocketAddr,
     project: i64,
@@ -246,6 +391,10 @@ struct Phase {
     /// Seconds each server thread (group) was runnable but had no CPU.
     waits: Vec<(String, f64)>,
     writer: Option<WriterFigures>,
+    /// Servers measured together (PostgreSQL nodes); the memory figures are the largest node's.
+    nodes: usize,
+    /// CPU seconds of the PostgreSQL server's processes, when they could be read.
+    db_cpu_s: Option<f64>,
 }
 
 struct WriterFigures {
@@ -260,7 +409,13 @@ struct WriterFigures {
 }
 
 impl Phase {
+    /// Every server's CPU per acknowledged event: the faultline nodes', plus the database
+    /// server's when it runs in processes of its own.
     fn cpu_us_per_event(&self) -> f64 {
+        (self.server_cpu_s + self.db_cpu_s.unwrap_or(0.0)) * 1e6 / self.stats.ok.max(1) as f64
+    }
+
+    fn nodes_us_per_event(&self) -> f64 {
         self.server_cpu_s * 1e6 / self.stats.ok.max(1) as f64
     }
 }
@@ -292,32 +447,88 @@ fn histogram_quantile(m0: &[(String, f64)], m1: &[(String, f64)], name: &str, q:
 
 /// Runs a warm-up and a measured phase against the server `pid` listening on `target.addr`.
 async fn phase(pid: u32, target: &Target, s: &Settings, mode: Mode, with_metrics: bool) -> Phase {
+    phase_on(
+        &[pid],
+        std::slice::from_ref(target),
+        None,
+        s,
+        mode,
+        with_metrics,
+    )
+    .await
+}
+
+/// Sums per-process samples (thread CPU, waits) by thread name.
+fn merged(lists: impl IntoIterator<Item = Vec<(String, u64)>>) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for (name, v) in lists.into_iter().flatten() {
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some(e) => e.1 += v,
+            None => out.push((name, v)),
+        }
+    }
+    out
+}
+
+/// Several servers' scrapes as one: each series summed over them.
+async fn scrape_all(targets: &[Target]) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for t in targets {
+        for (k, v) in api::metrics(t.addr).await {
+            match out.iter_mut().find(|(n, _)| *n == k) {
+                Some(e) => e.1 += v,
+                None => out.push((k, v)),
+            }
+        }
+    }
+    out
+}
+
+/// [`phase`] against servers `pids` listening on `targets` (one each, in the same order), the
+/// generator's connections spread evenly over them; `postmaster` is the root of a database
+/// server's processes whose CPU counts as the servers' too.
+async fn phase_on(
+    pids: &[u32],
+    targets: &[Target],
+    postmaster: Option<u32>,
+    s: &Settings,
+    mode: Mode,
+    with_metrics: bool,
+) -> Phase {
     let hz = procs::ticks_per_sec();
     let warm = if s.warmup_secs > 0 {
-        loadgen::run(target, s.conns, Duration::from_secs(s.warmup_secs), mode).await
+        loadgen::run(targets, s.conns, Duration::from_secs(s.warmup_secs), mode).await
     } else {
         RunStats::default()
     };
     let me = std::process::id();
-    let reset = procs::reset_peak(pid);
-    let mem0 = procs::mem(pid);
-    let threads0 = procs::thread_cpu(pid);
-    let waits0 = procs::thread_runq_wait(pid);
-    let cpu0 = procs::process_cpu(pid, hz);
+    let mems = || pids.iter().map(|&p| procs::mem(p)).collect::<Vec<_>>();
+    let cpu = || pids.iter().map(|&p| procs::process_cpu(p, hz)).sum::<f64>();
+    let reset = pids
+        .iter()
+        .map(|&p| procs::reset_peak(p))
+        .fold(true, |a, b| a & b);
+    let mem0 = mems();
+    let threads0 = merged(pids.iter().map(|&p| procs::thread_cpu(p)));
+    let waits0 = merged(pids.iter().map(|&p| procs::thread_runq_wait(p)));
+    let cpu0 = cpu();
+    let db0 = postmaster.map(|p| procs::tree_cpu(p, hz));
     let client0 = procs::process_cpu(me, hz);
     let m0 = if with_metrics {
-        api::metrics(target.addr).await
+        scrape_all(targets).await
     } else {
         Vec::new()
     };
-    let stats = loadgen::run(target, s.conns, Duration::from_secs(s.secs), mode).await;
-    let cpu1 = procs::process_cpu(pid, hz);
+    let stats = loadgen::run(targets, s.conns, Duration::from_secs(s.secs), mode).await;
+    let cpu1 = cpu();
+    let db1 = postmaster.map(|p| procs::tree_cpu(p, hz));
     let client1 = procs::process_cpu(me, hz);
-    let threads1 = procs::thread_cpu(pid);
-    let waits1 = procs::thread_runq_wait(pid);
-    let mem1 = procs::mem(pid);
+    let threads1 = merged(pids.iter().map(|&p| procs::thread_cpu(p)));
+    let waits1 = merged(pids.iter().map(|&p| procs::thread_runq_wait(p)));
+    let mem1 = mems();
+    let largest = |m: &[procs::Mem], f: fn(&procs::Mem) -> u64| m.iter().map(f).max().unwrap_or(0);
     let writer = if with_metrics {
-        let m1 = api::metrics(target.addr).await;
+        let m1 = scrape_all(targets).await;
         let d = |k: &str| api::metric(&m1, k) - api::metric(&m0, k);
         let batches = d("faultline_writer_batch_size_count");
         let rejections: f64 = m1
@@ -329,7 +540,10 @@ async fn phase(pid: u32, target: &Target, s: &Settings, mode: Mode, with_metrics
             batches,
             mean_batch: d("faultline_writer_batch_size_sum") / batches.max(1.0),
             mean_commit_ms: d("faultline_writer_commit_seconds_sum") * 1000.0 / batches.max(1.0),
-            busy: d("faultline_writer_commit_seconds_sum") / stats.elapsed.as_secs_f64(),
+            // Per writer: each node has one.
+            busy: d("faultline_writer_commit_seconds_sum")
+                / stats.elapsed.as_secs_f64()
+                / pids.len() as f64,
             commit_p99_ms: histogram_quantile(&m0, &m1, "faultline_writer_commit_seconds", 0.99)
                 * 1000.0,
             rejections,
@@ -339,18 +553,20 @@ async fn phase(pid: u32, target: &Target, s: &Settings, mode: Mode, with_metrics
     };
     Phase {
         warm_ok: warm.ok,
-        rss_start_kib: mem0.rss_kib,
-        rss_end_kib: mem1.rss_kib,
+        rss_start_kib: largest(&mem0, |m| m.rss_kib),
+        rss_end_kib: largest(&mem1, |m| m.rss_kib),
         peak_kib: if reset {
-            mem1.hwm_kib
+            largest(&mem1, |m| m.hwm_kib)
         } else {
-            mem1.hwm_kib.max(mem0.hwm_kib)
+            largest(&mem1, |m| m.hwm_kib).max(largest(&mem0, |m| m.hwm_kib))
         },
         server_cpu_s: cpu1 - cpu0,
         client_cpu_s: client1 - client0,
         threads: procs::cpu_delta(&threads0, &threads1, hz),
         waits: procs::cpu_delta(&waits0, &waits1, 1e9),
         writer,
+        nodes: pids.len(),
+        db_cpu_s: db0.zip(db1).map(|(a, b)| b - a),
         stats,
     }
 }
@@ -419,13 +635,26 @@ fn print_details(p: &Phase) {
         .take(4)
         .map(|(n, s)| format!("{n} {:.0}%", s * 100.0 / secs))
         .collect();
+    let servers = if p.nodes > 1 {
+        format!("{} nodes' CPU", p.nodes)
+    } else {
+        "server CPU".to_string()
+    };
     let mut line = format!(
-        "    server CPU {:.0}% of a core ({}), waiting for a CPU ({}), client CPU {:.0}%",
+        "    {servers} {:.0}% of a core ({}), waiting for a CPU ({}), client CPU {:.0}%",
         p.server_cpu_s * 100.0 / secs,
         threads.join(", "),
         waits.join(", "),
         p.client_cpu_s * 100.0 / secs
     );
+    if let Some(db) = p.db_cpu_s {
+        line += &format!(
+            "; PostgreSQL server {:.0}% of a core: {:.0} us/event + faultline {:.0} us/event",
+            db * 100.0 / secs,
+            db * 1e6 / st.ok.max(1) as f64,
+            p.nodes_us_per_event()
+        );
+    }
     if let Some(w) = &p.writer {
         line += &format!(
             "; writer: {:.0} batches, {:.1} events/batch, {:.2} ms/commit (p99 <= {:.1}), busy {:.0}%",
@@ -565,7 +794,6 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
     } else {
         sweep(s, &mut sut, nonce, counter.clone()).await
     };
-    println!("  load average after: {}", loadavg());
     // Each phase resets VmHWM to report its own peak, so the run's peak is the largest of them
     // (and of whatever is left since the last reset).
     let peak_total = results
@@ -576,7 +804,18 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
         .max()
         .unwrap_or(0);
     let mut all_ok = sut.check("main run").await?;
-    summary(&results, peak_total);
+    // After the check, which stops the SQLite server: PostgreSQL's nodes get the machine to
+    // themselves, as SQLite's server had it.
+    let pg_results = match &s.postgres {
+        Some(setting) => {
+            let (rows, ok) = postgres(s, bin, setting, &results, nonce, counter.clone()).await?;
+            all_ok &= ok;
+            rows
+        }
+        None => Vec::new(),
+    };
+    println!("  load average after: {}", loadavg());
+    summary(&results, &pg_results, peak_total);
     drop(baseline);
     drop(parse_only);
 
@@ -627,6 +866,81 @@ async fn sweep(s: &Settings, sut: &mut Sut, nonce: u64, counter: Arc<AtomicU64>)
     peaks
 }
 
+/// One PostgreSQL configuration's measured phase.
+struct PgResult {
+    nodes: usize,
+    phase: Phase,
+}
+
+/// The 4 KB event on PostgreSQL, closed loop, for each node count of `FAULTLINE_BENCH_POSTGRES_NODES`,
+/// each on a fresh database and checked like the main run. `results` are SQLite's and the
+/// baseline's of this run, for the ratios.
+async fn postgres(
+    s: &Settings,
+    bin: &Path,
+    setting: &str,
+    results: &[PayloadResult],
+    nonce: u64,
+    counter: Arc<AtomicU64>,
+) -> anyhow::Result<(Vec<PgResult>, bool)> {
+    println!();
+    println!(
+        "POSTGRESQL: 4 KB event, closed loop, {} connections spread evenly over the nodes",
+        s.conns
+    );
+    let cluster = pg::Cluster::open(setting)?;
+    let postmaster = cluster.postmaster_pid().await;
+    println!("  cluster {}", cluster.describe());
+    match postmaster {
+        Some(pid) => println!(
+            "  CPU per event: the faultline nodes' together plus the PostgreSQL server's, the \
+             postmaster (pid {pid}) and its children (backends, WAL writer, checkpointer, \
+             autovacuum...), exited ones included; memory columns are the largest node's"
+        ),
+        None => println!(
+            "  CPU per event: the faultline nodes' only (the PostgreSQL server's processes are \
+             not visible in /proc here); memory columns are the largest node's"
+        ),
+    }
+    let sqlite = results.iter().find(|r| r.kind == Kind::Error4k);
+    let f = Arc::new(BodyFactory::new(Kind::Error4k));
+    let mut ok = true;
+    let mut rows = Vec::new();
+    println!();
+    print_header();
+    if let Some(r) = sqlite {
+        print_row(Kind::Error4k, "baseline", "closed", &r.base, None);
+        let ratio = r.fl.stats.rate() / r.base.stats.rate();
+        print_row(Kind::Error4k, "sqlite", "closed", &r.fl, Some(ratio));
+    }
+    for &n in &s.pg_nodes {
+        let mut sut = PgSut::start(bin, &cluster, n, nonce).await?;
+        let pids = sut.pids();
+        let targets = sut.targets(f.clone(), counter.clone(), nonce);
+        let p = phase_on(&pids, &targets, postmaster, s, Mode::Closed, true).await;
+        sut.acknowledged += p.stats.ok + p.warm_ok;
+        let server = format!("pg {n} node{}", if n == 1 { "" } else { "s" });
+        let ratio = sqlite.map(|r| p.stats.rate() / r.base.stats.rate());
+        print_row(Kind::Error4k, &server, "closed", &p, ratio);
+        print_details(&p);
+        if let Some(r) = sqlite {
+            println!(
+                "    {:.2} x SQLite's events/s in this run ({:.0}), CPU per event {:.0} us against SQLite's {:.0}",
+                p.stats.rate() / r.fl.stats.rate(),
+                r.fl.stats.rate(),
+                p.cpu_us_per_event(),
+                r.fl.cpu_us_per_event()
+            );
+        }
+        ok &= sut
+            .check(&cluster, &format!("PostgreSQL, {server}"))
+            .await?;
+        rows.push(PgResult { nodes: n, phase: p });
+    }
+    drop(cluster);
+    Ok((rows, ok))
+}
+
 /// Decodes one body the way the server does and checks its framing, so a broken payload
 /// generator is caught before it is mistaken for a slow server.
 fn self_check(f: &BodyFactory, nonce: u64) -> anyhow::Result<()> {
@@ -651,7 +965,7 @@ fn self_check(f: &BodyFactory, nonce: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summary(results: &[PayloadResult], peak_total_kib: u64) {
+fn summary(results: &[PayloadResult], pg: &[PgResult], peak_total_kib: u64) {
     println!();
     println!("SUMMARY (targets are reported, never enforced)");
     for r in results {
@@ -695,6 +1009,56 @@ fn summary(results: &[PayloadResult], peak_total_kib: u64) {
         mib(peak_total_kib),
         verdict(mib(peak_total_kib) < 150.0)
     );
+    if pg.is_empty() {
+        return;
+    }
+    let sqlite = results.iter().find(|r| r.kind == Kind::Error4k);
+    for r in pg {
+        let p = &r.phase;
+        let vs = sqlite
+            .map(|q| {
+                format!(
+                    " = {:.2} x SQLite ({:.0} ev/s) = {:.2} x baseline",
+                    p.stats.rate() / q.fl.stats.rate(),
+                    q.fl.stats.rate(),
+                    p.stats.rate() / q.base.stats.rate()
+                )
+            })
+            .unwrap_or_default();
+        let db = p
+            .db_cpu_s
+            .map(|c| format!(" + PostgreSQL {:.0}", c * 1e6 / p.stats.ok.max(1) as f64))
+            .unwrap_or_default();
+        println!(
+            "  postgres {} node(s) {:>7.0} ev/s{vs}; p50 {:.2} ms, p99 {:.2} ms; server CPU/event: faultline {:.0}{db} = {:.0} us",
+            r.nodes,
+            p.stats.rate(),
+            p.stats.percentile_ms(50.0),
+            p.stats.percentile_ms(99.0),
+            p.nodes_us_per_event(),
+            p.cpu_us_per_event(),
+        );
+    }
+    let rate = |n: usize| {
+        pg.iter()
+            .find(|r| r.nodes == n)
+            .map(|r| r.phase.stats.rate())
+    };
+    if let (Some(one), Some(q)) = (rate(1), sqlite) {
+        let ratio = one / q.fl.stats.rate();
+        println!(
+            "  PostgreSQL target 1 (one node >= 0.5 x SQLite's events/s): {:.3} x -> {}",
+            ratio,
+            verdict(ratio >= 0.5)
+        );
+    }
+    if let (Some(one), Some(two)) = (rate(1), rate(2)) {
+        println!(
+            "  PostgreSQL target 2 (two nodes not slower than one): {:.2} x one node -> {}",
+            two / one,
+            verdict(two >= one)
+        );
+    }
 }
 
 fn verdict(met: bool) -> &'static str {

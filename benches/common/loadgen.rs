@@ -85,15 +85,18 @@ struct ConnStats {
     last_done: Instant,
 }
 
-/// Runs `conns` connections against `target` for `duration`.
-pub async fn run(target: &Target, conns: usize, duration: Duration, mode: Mode) -> RunStats {
+/// Runs `conns` connections for `duration`, spread evenly over `targets` (connection `i` goes to
+/// `targets[i % len]`), e.g. several gateway nodes behind one imagined load balancer. The figures
+/// are those of all connections together; an open loop's schedule is shared by all of them.
+pub async fn run(targets: &[Target], conns: usize, duration: Duration, mode: Mode) -> RunStats {
+    assert!(!targets.is_empty(), "at least one target");
     let start = Instant::now() + Duration::from_millis(5);
     let end = start + duration;
     let slot = Arc::new(AtomicU64::new(0));
     let sent_at = super::payloads::rfc3339(super::payloads::now_unix());
     let mut tasks = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        let t = target.clone();
+    for i in 0..conns {
+        let t = targets[i % targets.len()].clone();
         let slot = slot.clone();
         let sent_at = sent_at.clone();
         tasks.push(tokio::spawn(async move {

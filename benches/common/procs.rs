@@ -163,6 +163,17 @@ pub fn spawn_faultline(
     data_dir: &Path,
     admin_token: &str,
 ) -> anyhow::Result<ServerProc> {
+    spawn_faultline_with(bin, data_dir, admin_token, &[])
+}
+
+/// [`spawn_faultline`] with more environment, e.g. `FAULTLINE_DATABASE__URL` for a node on
+/// PostgreSQL.
+pub fn spawn_faultline_with(
+    bin: &Path,
+    data_dir: &Path,
+    admin_token: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<ServerProc> {
     let mut cmd = Command::new(bin);
     cmd.arg("serve")
         .env("FAULTLINE_LISTEN", "127.0.0.1:0")
@@ -179,6 +190,7 @@ pub fn spawn_faultline(
             cmd.env_remove(k);
         }
     }
+    cmd.envs(env.iter().copied());
     let started = Instant::now();
     let mut child = cmd.spawn().context("starting faultline")?;
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -370,4 +382,46 @@ pub fn process_cpu(pid: u32, hz: f64) -> f64 {
             .unwrap_or(0)
     };
     (get(11) + get(12)) as f64 / hz
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (the first is the state), empty when
+/// the process is gone.
+fn stat_fields(pid: u32) -> Vec<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(close) = stat.rfind(')') else {
+        return Vec::new();
+    };
+    // The state is a letter; keep the positions by reading it as 0.
+    stat[close + 2..]
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect()
+}
+
+/// CPU time of the process tree a server forks, `pid` at its root and its direct children (a
+/// PostgreSQL postmaster and its backends, WAL writer, checkpointer, autovacuum...), in seconds:
+/// what each live process used, plus what the children that have exited and been waited for
+/// used (the root's `cutime` and `cstime`). Differences between two samples are exact across
+/// children that exit in between: a child's time moves from its own line to its parent's.
+pub fn tree_cpu(pid: u32, hz: f64) -> f64 {
+    // After the name: ppid is field 1, utime 11, stime 12, cutime 13, cstime 14.
+    let own = stat_fields(pid);
+    let get = |f: &[u64], i: usize| f.get(i).copied().unwrap_or(0);
+    let mut ticks = get(&own, 11) + get(&own, 12) + get(&own, 13) + get(&own, 14);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let f = stat_fields(child);
+            if get(&f, 1) == u64::from(pid) {
+                ticks += get(&f, 11) + get(&f, 12) + get(&f, 13) + get(&f, 14);
+            }
+        }
+    }
+    ticks as f64 / hz
 }
