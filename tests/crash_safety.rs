@@ -6,107 +6,25 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const ADMIN: &str = "glpat-crash-safety-test-admin-token";
+use common::process::{Gateway, ADMIN};
 
-struct Gateway {
-    child: Child,
-    base: String,
-}
-
-/// A failing assertion must not leave the server running after the test.
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on a free port with JSON logs and returns once it listens.
+/// Starts the binary on the test's database (the backend `FAULTLINE_TEST_BACKEND` picks) with
+/// `extra_env` added, and returns once it listens.
 async fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> Gateway {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_faultline"));
-    cmd.arg("serve")
-        .env("FAULTLINE_LISTEN", "127.0.0.1:0")
-        .env("FAULTLINE_DATA_DIR", dir)
-        .envs(common::database_env(dir).await)
-        .env("FAULTLINE_ADMIN_TOKEN", ADMIN)
-        .env("FAULTLINE_LOG__FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("binary starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        assert!(
-            Instant::now() < deadline,
-            "server did not report its address"
-        );
-        let line = lines.next().expect("server log line").expect("utf-8 log");
-        if let Ok(v) = serde_json::from_str::<Value>(&line) {
-            if let Some(a) = v["fields"]["addr"].as_str() {
-                break a.to_owned();
-            }
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    Gateway {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
-
-async fn api(client: &reqwest::Client, method: reqwest::Method, url: String) -> Value {
-    let resp = client
-        .request(method, url)
-        .header("PRIVATE-TOKEN", ADMIN)
-        .send()
-        .await
-        .expect("api call");
-    assert!(
-        resp.status().is_success(),
-        "api call failed: {}",
-        resp.status()
-    );
-    resp.json().await.expect("json")
+    let mut env = common::database_env(dir).await;
+    env.extend(extra_env.iter().map(|&(k, v)| (k, v.to_owned())));
+    Gateway::start(dir, &env)
 }
 
 /// Creates a project with tracking on; returns (project id, public key).
 async fn setup(client: &reqwest::Client, base: &str) -> (i64, String) {
-    let p = client
-        .post(format!("{base}/api/v4/projects"))
-        .header("PRIVATE-TOKEN", ADMIN)
-        .json(&json!({"name": "crash", "namespace_path": "ops"}))
-        .send()
-        .await
-        .expect("create project")
-        .json::<Value>()
-        .await
-        .expect("json");
-    let id = p["id"].as_i64().expect("id");
-    api(
-        client,
-        reqwest::Method::PUT,
-        format!("{base}/api/v4/projects/{id}/error_tracking/settings?active=true&integrated=true"),
-    )
-    .await;
-    let keys = api(
-        client,
-        reqwest::Method::GET,
-        format!("{base}/api/v4/projects/{id}/error_tracking/client_keys"),
-    )
-    .await;
-    (id, keys[0]["public_key"].as_str().expect("key").to_owned())
+    common::process::setup(client, base, "crash").await
 }
 
 fn envelope(event_id: &str, n: usize) -> Vec<u8> {

@@ -311,3 +311,46 @@ async fn full_database_answers_503_and_recovers_when_space_returns() {
     )
     .await;
 }
+
+/// NUL characters in an event's text (its message, exception, tags, environment) are stored,
+/// not refused: SQLite keeps them; PostgreSQL's text columns cannot, so they become U+FFFD
+/// there. Either way the event is acknowledged, listed, and its payload comes back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_in_event_text_are_stored() {
+    let app = spawn_app_with(|_| {}).await;
+    let (project, key, _) = app.project_with_key("nul").await;
+    let event = r#"{"event_id":"0123456789abcdef0123456789abcdef","environment":"prod\u0000x","tags":{"k\u0000":"v\u0000"},"exception":{"values":[{"type":"Nul\u0000Error","value":"a\u0000b"}]}}"#;
+    assert_eq!(post(&app, project, &key, envelope_with(event)).await, 200);
+    // And a batch-mate without NULs is not lost with it.
+    assert_eq!(good(&app, project, &key).await, 200);
+    let errors: serde_json::Value = app
+        .client
+        .get(app.url(&format!("/errortracking/api/v1/projects/{project}/errors")))
+        .header("PRIVATE-TOKEN", &app.admin_token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let names: Vec<&str> = errors
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{errors}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("Nul") && n.ends_with("Error")),
+        "{names:?}"
+    );
+    let stored = common::Db::of(&app)
+        .await
+        .row("SELECT payload, payload_codec FROM events WHERE event_id = '0123456789abcdef0123456789abcdef'")
+        .await;
+    let json = faultline::store::payload::event_json(stored[1].int(), stored[0].bytes())
+        .expect("payload decodes");
+    assert_eq!(json, event.as_bytes(), "the payload keeps its NULs");
+}

@@ -105,6 +105,87 @@ const OPEN_RECOVERY_WAITS_MS: [u64; 3] = [50, 100, 200];
 /// Most pairs one [`KnownPairs`] holds before it starts over; about 4 MB.
 const KNOWN_PAIRS_MAX: usize = 100_000;
 
+/// Whether any text field of `r` contains a NUL character.
+fn has_nul(r: &Record) -> bool {
+    let nul = |s: &str| s.contains('\0');
+    let opt = |s: &Option<String>| s.as_deref().is_some_and(nul);
+    match r {
+        Record::Event(e) => {
+            nul(&e.event_id)
+                || nul(&e.name)
+                || nul(&e.description)
+                || nul(&e.actor)
+                || opt(&e.platform)
+                || opt(&e.level)
+                || opt(&e.environment)
+                || opt(&e.release)
+                || opt(&e.message)
+                || opt(&e.user_identity)
+                || e.search_tags.iter().any(|(k, v)| nul(k) || nul(v))
+        }
+        Record::Attachment(a) => {
+            nul(&a.event_id) || nul(&a.filename) || opt(&a.content_type) || opt(&a.attachment_type)
+        }
+        Record::UserReport(u) => {
+            opt(&u.event_id) || opt(&u.name) || opt(&u.email) || opt(&u.comments)
+        }
+    }
+}
+
+/// `r` with every NUL in its text fields replaced by U+FFFD, the replacement character.
+fn without_nul(r: Record) -> Record {
+    fn fix(s: &mut String) {
+        if s.contains('\0') {
+            *s = s.replace('\0', "\u{fffd}");
+        }
+    }
+    fn fix_opt(s: &mut Option<String>) {
+        if let Some(s) = s {
+            fix(s);
+        }
+    }
+    match r {
+        Record::Event(mut e) => {
+            for s in [
+                &mut e.event_id,
+                &mut e.name,
+                &mut e.description,
+                &mut e.actor,
+            ] {
+                fix(s);
+            }
+            for s in [
+                &mut e.platform,
+                &mut e.level,
+                &mut e.environment,
+                &mut e.release,
+                &mut e.message,
+                &mut e.user_identity,
+            ] {
+                fix_opt(s);
+            }
+            for (k, v) in &mut e.search_tags {
+                fix(k);
+                fix(v);
+            }
+            Record::Event(e)
+        }
+        Record::Attachment(mut a) => {
+            fix(&mut a.event_id);
+            fix(&mut a.filename);
+            fix_opt(&mut a.content_type);
+            fix_opt(&mut a.attachment_type);
+            Record::Attachment(a)
+        }
+        Record::UserReport(mut u) => {
+            for s in [&mut u.event_id, &mut u.name, &mut u.email, &mut u.comments] {
+                fix_opt(s);
+            }
+            Record::UserReport(u)
+        }
+    }
+}
+
 /// Opens the writer's own connection and registers this node (see the module docs).
 pub async fn open_sink(store: &PgStore, hooks: SinkHooks) -> StoreResult<Box<dyn EventSink>> {
     Ok(Box::new(PgSink::open(store, hooks).await?))
@@ -510,7 +591,18 @@ impl PgSink {
 impl EventSink for PgSink {
     fn write_batch(&mut self, jobs: &[&[Record]]) -> StoreResult<Vec<Vec<EventOutcome>>> {
         let handle = self.handle.clone();
-        handle.block_on(self.write_batch_async(jobs))
+        if !jobs.iter().flat_map(|j| j.iter()).any(has_nul) {
+            return handle.block_on(self.write_batch_async(jobs));
+        }
+        // Rare: a text field with a NUL character, which PostgreSQL's TEXT cannot hold. The
+        // batch is written from a copy with each NUL replaced, rather than failing every
+        // event in it; payloads are bytes and keep theirs.
+        let owned: Vec<Vec<Record>> = jobs
+            .iter()
+            .map(|j| j.iter().cloned().map(without_nul).collect())
+            .collect();
+        let slices: Vec<&[Record]> = owned.iter().map(Vec::as_slice).collect();
+        handle.block_on(self.write_batch_async(&slices))
     }
 
     fn flush_counts(&mut self) -> StoreResult<()> {
