@@ -33,6 +33,7 @@ const SERVE_ENVIRONMENT: &str = "\
 Environment (each overrides the config file; flags override both):
   FAULTLINE_LISTEN                       address:port to listen on (default 127.0.0.1:8080)
   FAULTLINE_DATA_DIR                     directory of the database (default ./data)
+  FAULTLINE_DATABASE__URL                postgres://user:pass@host/db: PostgreSQL, several nodes
   FAULTLINE_EXTERNAL_URL                 base URL SDKs reach the gateway by, written into DSNs
   FAULTLINE_ADMIN_TOKEN                  an administrator token to create or accept at start-up
   FAULTLINE_LOG__LEVEL                   log filter, e.g. info or faultline=debug (RUST_LOG wins)
