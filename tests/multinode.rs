@@ -83,6 +83,30 @@ async fn until_status(
     }
 }
 
+/// A strict load (any answer but 200 fails) on `node` from `workers` workers, ids tagged
+/// `tag`, until `stop`: its result and its task.
+fn start_load(
+    node: &Gateway,
+    project: i64,
+    key: &str,
+    tag: u8,
+    workers: usize,
+    stop: &Arc<AtomicBool>,
+) -> (Arc<Mutex<LoadResult>>, tokio::task::JoinHandle<()>) {
+    let result = Arc::new(Mutex::new(LoadResult::default()));
+    let task = tokio::spawn(load(
+        node.base.clone(),
+        project,
+        key.to_owned(),
+        tag,
+        workers,
+        false,
+        stop.clone(),
+        result.clone(),
+    ));
+    (result, task)
+}
+
 fn rand_id() -> u128 {
     uuid::Uuid::new_v4().as_u128() >> 8
 }
@@ -162,30 +186,8 @@ async fn two_nodes_count_events_into_the_same_errors_exactly() {
 
     // Seven groups, each sent to both nodes from concurrent workers.
     let stop = Arc::new(AtomicBool::new(false));
-    let (ra, rb) = (
-        Arc::new(Mutex::new(LoadResult::default())),
-        Arc::new(Mutex::new(LoadResult::default())),
-    );
-    let la = tokio::spawn(load(
-        a.base.clone(),
-        project,
-        key.clone(),
-        1,
-        4,
-        false,
-        stop.clone(),
-        ra.clone(),
-    ));
-    let lb = tokio::spawn(load(
-        b.base.clone(),
-        project,
-        key.clone(),
-        2,
-        4,
-        false,
-        stop.clone(),
-        rb.clone(),
-    ));
+    let (ra, la) = start_load(&a, project, &key, 1, 4, &stop);
+    let (rb, lb) = start_load(&b, project, &key, 2, 4, &stop);
     wait_for_acks(&ra, 300).await;
     wait_for_acks(&rb, 300).await;
     stop.store(true, Ordering::Relaxed);
@@ -245,30 +247,8 @@ async fn two_nodes_a_killed_node_loses_nothing_it_acknowledged() {
     until_status(&client, &b.base, project, &key, 200).await;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (ra, rb) = (
-        Arc::new(Mutex::new(LoadResult::default())),
-        Arc::new(Mutex::new(LoadResult::default())),
-    );
-    let la = tokio::spawn(load(
-        a.base.clone(),
-        project,
-        key.clone(),
-        1,
-        6,
-        false,
-        stop.clone(),
-        ra.clone(),
-    ));
-    let lb = tokio::spawn(load(
-        b.base.clone(),
-        project,
-        key.clone(),
-        2,
-        2,
-        false,
-        stop.clone(),
-        rb.clone(),
-    ));
+    let (ra, la) = start_load(&a, project, &key, 1, 6, &stop);
+    let (rb, lb) = start_load(&b, project, &key, 2, 2, &stop);
     wait_for_acks(&ra, 300).await;
     a.kill();
     // A's workers stop on their own once A is gone; B keeps taking events for a moment.

@@ -67,12 +67,6 @@ impl StoreError {
     pub fn is_full(&self) -> bool {
         matches!(self, StoreError::Full)
     }
-
-    /// True when the failure is temporary and the client should try again later: a full
-    /// database, or one that cannot be reached.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Full | StoreError::Unavailable(_))
-    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -509,7 +509,7 @@ impl SqliteStore {
             source,
         })?;
         Self::open_with(SqliteOptions {
-            path: data_dir.join("faultline.db"),
+            path: crate::store::sqlite_path(data_dir),
             synchronous,
             max_page_count: None,
         })
