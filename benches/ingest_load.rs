@@ -34,6 +34,15 @@
 //! - `FAULTLINE_BENCH_POSTGRES` (unset): a superuser URL of a PostgreSQL cluster to create the
 //!   databases in, or `auto`: start a durable throwaway cluster (`scripts/throwaway-postgres
 //!   start --durable`, fsync on) and stop it at the end.
+//! - `FAULTLINE_BENCH_AB_BIN` / `FAULTLINE_BENCH_AB_ENV` (unset): instead of the usual run, an
+//!   interleaved comparison of two servers, A (the server binary as usual) and B (this binary,
+//!   or A's with `FAULTLINE_BENCH_AB_ENV`'s `KEY=VALUE,KEY=VALUE` added to its environment). Both
+//!   run side by side on fresh databases; each of `FAULTLINE_BENCH_AB_ROUNDS` (10) rounds drives
+//!   the baseline, A and B one after another for `FAULTLINE_BENCH_SECS` each, closed loop, with
+//!   A and B swapping places every round, and prints B/A of events/s and of server CPU per
+//!   event. Neighbouring phases see nearly the same machine, so the per-round ratios hold when
+//!   a shared machine's speed drifts by more than the difference measured; their median is the
+//!   figure to quote.
 //! - `FAULTLINE_BENCH_POSTGRES_NODES` (`1,2`): the node counts to run on PostgreSQL, in order
 //!   (`2,1` in every other run takes the order out of the comparison).
 //!
@@ -70,6 +79,9 @@ struct Settings {
     postgres: Option<String>,
     /// Node counts to run on PostgreSQL, in this order.
     pg_nodes: Vec<usize>,
+    /// The interleaved comparison's B: its binary and its extra environment.
+    ab: Option<(Option<PathBuf>, Vec<(String, String)>)>,
+    ab_rounds: usize,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -109,6 +121,17 @@ impl Settings {
                         .collect()
                 })
                 .unwrap_or_else(|_| vec![1, 2]),
+            ab: {
+                let bin = std::env::var_os("FAULTLINE_BENCH_AB_BIN").map(PathBuf::from);
+                let env: Vec<(String, String)> = std::env::var("FAULTLINE_BENCH_AB_ENV")
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .collect();
+                (bin.is_some() || !env.is_empty()).then_some((bin, env))
+            },
+            ab_rounds: env_num("FAULTLINE_BENCH_AB_ROUNDS").unwrap_or(10),
         })
     }
 }
@@ -144,7 +167,13 @@ fn run() -> anyhow::Result<bool> {
         .worker_threads(settings.client_threads)
         .enable_all()
         .build()?;
-    rt.block_on(async_run(&settings, &bin))
+    match &settings.ab {
+        Some((b_bin, b_env)) => {
+            let b_bin = b_bin.clone().unwrap_or_else(|| bin.clone());
+            rt.block_on(ab_run(&settings, &bin, &b_bin, b_env))
+        }
+        None => rt.block_on(async_run(&settings, &bin)),
+    }
 }
 
 /// A faultline server with a project and key, and the tally the final check compares against.
@@ -162,10 +191,15 @@ struct Sut {
 
 impl Sut {
     async fn start(bin: &Path) -> anyhow::Result<Sut> {
+        Sut::start_with(bin, &[]).await
+    }
+
+    /// [`Sut::start`] with more environment for the server.
+    async fn start_with(bin: &Path, env: &[(&str, &str)]) -> anyhow::Result<Sut> {
         let dir = tempfile::Builder::new()
             .prefix("faultline-bench-")
             .tempdir()?;
-        let proc = procs::spawn_faultline(bin, dir.path(), ADMIN_TOKEN)?;
+        let proc = procs::spawn_faultline_with(bin, dir.path(), ADMIN_TOKEN, env)?;
         let project = api::create_project(proc.addr, ADMIN_TOKEN, "bench").await?;
         let key = api::enable_tracking(proc.addr, ADMIN_TOKEN, project).await?;
         Ok(Sut {
@@ -1181,4 +1215,134 @@ async fn preload(
     );
     let ok = sut.check(&format!("{n} preloaded events")).await?;
     Ok(ok)
+}
+
+/// The interleaved comparison (`FAULTLINE_BENCH_AB_BIN` / `FAULTLINE_BENCH_AB_ENV`): A and B
+/// side by side, the baseline, A and B driven in turn in every round, A and B swapping places
+/// each round. Ends with the stored-equals-acknowledged check on both.
+async fn ab_run(
+    s: &Settings,
+    a_bin: &Path,
+    b_bin: &Path,
+    b_env: &[(String, String)],
+) -> anyhow::Result<bool> {
+    let nonce = (common::payloads::now_unix() * 1e6) as u64;
+    let counter = Arc::new(AtomicU64::new(0));
+    let kind = s.payloads.first().copied().unwrap_or(Kind::ALL[0]);
+    let bodies = Arc::new(BodyFactory::new(kind));
+    self_check(&bodies, nonce)?;
+    let env: Vec<(&str, &str)> = b_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    println!(
+        "ingest_load A/B: payload {}, {} rounds of {} s per server after {} s warm-up, {} connections",
+        kind.name(),
+        s.ab_rounds,
+        s.secs,
+        s.warmup_secs,
+        s.conns
+    );
+    println!("  A: {}", a_bin.display());
+    println!("  B: {} {:?}", b_bin.display(), env);
+    println!("  load average before: {}", loadavg());
+    let baseline = procs::spawn_baseline(false)?;
+    let mut a = Sut::start(a_bin).await?;
+    let mut b = Sut::start_with(b_bin, &env).await?;
+    println!();
+    println!(
+        "{:>5} {:>9} {:>9} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8}",
+        "round",
+        "base/s",
+        "A ev/s",
+        "B ev/s",
+        "A/base",
+        "B/base",
+        "A us",
+        "B us",
+        "B/A ev/s",
+        "B/A cpu"
+    );
+    let mut rate_ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    let mut a_base = Vec::new();
+    let mut b_base = Vec::new();
+    for round in 0..s.ab_rounds {
+        let bt = target(
+            baseline.addr,
+            a.project,
+            &a.key,
+            bodies.clone(),
+            counter.clone(),
+            nonce,
+        );
+        let base = phase(baseline.pid(), &bt, s, Mode::Closed, false).await;
+        let run = |sut: &Sut| {
+            let t = sut.target(bodies.clone(), counter.clone(), nonce);
+            let pid = sut.proc.pid();
+            async move { phase(pid, &t, s, Mode::Closed, false).await }
+        };
+        let (pa, pb) = if round % 2 == 0 {
+            let pa = run(&a).await;
+            (pa, run(&b).await)
+        } else {
+            let pb = run(&b).await;
+            (run(&a).await, pb)
+        };
+        a.acknowledged += pa.stats.ok + pa.warm_ok;
+        b.acknowledged += pb.stats.ok + pb.warm_ok;
+        let rr = pb.stats.rate() / pa.stats.rate();
+        let cr = pb.cpu_us_per_event() / pa.cpu_us_per_event();
+        println!(
+            "{:>5} {:>9.0} {:>9.0} {:>9.0} {:>7.3} {:>7.3} {:>7.0} {:>7.0} {:>8.3} {:>8.3}",
+            round + 1,
+            base.stats.rate(),
+            pa.stats.rate(),
+            pb.stats.rate(),
+            pa.stats.rate() / base.stats.rate(),
+            pb.stats.rate() / base.stats.rate(),
+            pa.cpu_us_per_event(),
+            pb.cpu_us_per_event(),
+            rr,
+            cr
+        );
+        if pa.stats.non_ok() + pb.stats.non_ok() > 0 {
+            println!(
+                "      non-200: A {} ({:?}), B {} ({:?})",
+                pa.stats.non_ok(),
+                pa.stats.other_status,
+                pb.stats.non_ok(),
+                pb.stats.other_status
+            );
+        }
+        rate_ratios.push(rr);
+        cpu_ratios.push(cr);
+        a_base.push(pa.stats.rate() / base.stats.rate());
+        b_base.push(pb.stats.rate() / base.stats.rate());
+    }
+    let spread = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let median = if v.is_empty() {
+            f64::NAN
+        } else if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        };
+        format!(
+            "median {median:.3} (min {:.3}, max {:.3})",
+            v.first().copied().unwrap_or(f64::NAN),
+            v.last().copied().unwrap_or(f64::NAN)
+        )
+    };
+    println!();
+    println!("SUMMARY A/B over {} rounds", s.ab_rounds);
+    println!("  B/A events/s:            {}", spread(&mut rate_ratios));
+    println!("  B/A server CPU per event: {}", spread(&mut cpu_ratios));
+    println!("  A / baseline:            {}", spread(&mut a_base));
+    println!("  B / baseline:            {}", spread(&mut b_base));
+    println!("  load average after: {}", loadavg());
+    let ok_a = a.check("A").await?;
+    let ok_b = b.check("B").await?;
+    Ok(ok_a && ok_b)
 }
