@@ -64,6 +64,13 @@ use hyper::header::HeaderValue;
 
 const ADMIN_TOKEN: &str = "glpat-ingest-load-bench-0000";
 
+/// The interleaved comparison's B server: another binary, more environment, or both.
+#[derive(Clone)]
+struct AbSpec {
+    bin: Option<PathBuf>,
+    env: Vec<(String, String)>,
+}
+
 #[derive(Clone)]
 struct Settings {
     secs: u64,
@@ -80,7 +87,7 @@ struct Settings {
     /// Node counts to run on PostgreSQL, in this order.
     pg_nodes: Vec<usize>,
     /// The interleaved comparison's B: its binary and its extra environment.
-    ab: Option<(Option<PathBuf>, Vec<(String, String)>)>,
+    ab: Option<AbSpec>,
     ab_rounds: usize,
 }
 
@@ -129,7 +136,7 @@ impl Settings {
                     .filter_map(|kv| kv.split_once('='))
                     .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                     .collect();
-                (bin.is_some() || !env.is_empty()).then_some((bin, env))
+                (bin.is_some() || !env.is_empty()).then_some(AbSpec { bin, env })
             },
             ab_rounds: env_num("FAULTLINE_BENCH_AB_ROUNDS").unwrap_or(10),
         })
@@ -168,9 +175,9 @@ fn run() -> anyhow::Result<bool> {
         .enable_all()
         .build()?;
     match &settings.ab {
-        Some((b_bin, b_env)) => {
-            let b_bin = b_bin.clone().unwrap_or_else(|| bin.clone());
-            rt.block_on(ab_run(&settings, &bin, &b_bin, b_env))
+        Some(ab) => {
+            let b_bin = ab.bin.clone().unwrap_or_else(|| bin.clone());
+            rt.block_on(ab_run(&settings, &bin, &b_bin, &ab.env))
         }
         None => rt.block_on(async_run(&settings, &bin)),
     }
