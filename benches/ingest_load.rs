@@ -24,7 +24,8 @@
 //! - `FAULTLINE_BENCH_SECS` (10): seconds per measured phase; `FAULTLINE_BENCH_WARMUP_SECS` (2).
 //! - `FAULTLINE_BENCH_CONNS` (64): keep-alive connections.
 //! - `FAULTLINE_BENCH_CLIENT_THREADS` (2): tokio workers of the load generator.
-//! - `FAULTLINE_BENCH_PAYLOADS` (`error-4k,message,large-200k`).
+//! - `FAULTLINE_BENCH_PAYLOADS` (`error-4k,message,large-200k`); `error-4k-plain` is the 4 KB
+//!   event in an uncompressed envelope, as browser SDKs send it.
 //! - `FAULTLINE_BENCH_KEYS` (unset): e.g. `1000000`, also run the key-scale comparison.
 //! - `FAULTLINE_BENCH_PRELOAD_EVENTS` (unset): e.g. `5000000`, also run the database-size comparison.
 //! - `FAULTLINE_BENCH_SWEEP` (unset): e.g. `16,64,256,1024`, a closed-loop connection sweep.
@@ -986,11 +987,12 @@ async fn postgres(
 /// generator is caught before it is mistaken for a slow server.
 fn self_check(f: &BodyFactory, nonce: u64) -> anyhow::Result<()> {
     let body = f.body(nonce, u64::MAX, "2024-01-01T00:00:00.000000Z");
-    let decoded = faultline::protocol::decode::decode_body(
-        faultline::protocol::decode::ContentEncoding::Gzip,
-        &body,
-        usize::MAX,
-    )?;
+    let encoding = if f.is_gzip() {
+        faultline::protocol::decode::ContentEncoding::Gzip
+    } else {
+        faultline::protocol::decode::ContentEncoding::Identity
+    };
+    let decoded = faultline::protocol::decode::decode_body(encoding, &body, usize::MAX)?;
     let env = faultline::protocol::envelope::parse(&decoded, &Default::default())?;
     anyhow::ensure!(env.items.len() == 1, "one item expected");
     let summary = faultline::domain::event::extract(env.items[0].payload)?;

@@ -195,12 +195,15 @@ async fn connection(
         let tx = sender.as_mut().expect("connected above");
         let n = t.counter.fetch_add(1, Ordering::Relaxed);
         let body = t.bodies.body(t.nonce, n, &sent_at);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::POST)
             .uri(t.path.as_str())
             .header(HOST, host.clone())
-            .header("x-sentry-auth", t.auth.clone())
-            .header(CONTENT_ENCODING, HeaderValue::from_static("gzip"))
+            .header("x-sentry-auth", t.auth.clone());
+        if t.bodies.is_gzip() {
+            req = req.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        let req = req
             .header(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/x-sentry-envelope"),

@@ -30,6 +30,9 @@ pub enum Kind {
     Message,
     /// About 200 KB: 20 frames with source context and local variables, many breadcrumbs.
     Large200k,
+    /// The 4 KB event in an uncompressed envelope, as browser SDKs send it (no
+    /// `Content-Encoding`). Not in [`Kind::ALL`]: named in `FAULTLINE_BENCH_PAYLOADS` to run it.
+    Error4kPlain,
 }
 
 impl Kind {
@@ -38,19 +41,23 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Error4k => "error-4k",
+            Kind::Error4kPlain => "error-4k-plain",
             Kind::Message => "message",
             Kind::Large200k => "large-200k",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.name() == s)
+        Kind::ALL
+            .into_iter()
+            .chain([Kind::Error4kPlain])
+            .find(|k| k.name() == s)
     }
 
     /// How many distinct groups (exception sites or message templates) the payload cycles through.
     pub fn groups(self) -> usize {
         match self {
-            Kind::Error4k | Kind::Message => 50,
+            Kind::Error4k | Kind::Error4kPlain | Kind::Message => 50,
             // Each variant is compressed once at start-up; ten keep that under a second.
             Kind::Large200k => 10,
         }
@@ -269,7 +276,7 @@ pub fn now_unix() -> f64 {
 /// request of one group. `group` selects the exception site or message template.
 pub fn event_rest(kind: Kind, group: usize, timestamp: f64) -> String {
     match kind {
-        Kind::Error4k => error_event(group, timestamp, false),
+        Kind::Error4k | Kind::Error4kPlain => error_event(group, timestamp, false),
         Kind::Large200k => error_event(group, timestamp, true),
         Kind::Message => message_event(group, timestamp),
     }
@@ -520,6 +527,8 @@ struct Variant {
     tail_deflate: Vec<u8>,
     tail_crc: Crc,
     tail_len: usize,
+    /// The tail itself, for [`Kind::Error4kPlain`]'s uncompressed bodies.
+    tail: Vec<u8>,
 }
 
 /// Builds gzip envelope bodies with a fresh event id per call.
@@ -566,6 +575,11 @@ impl BodyFactory {
                 tail_deflate,
                 tail_crc,
                 tail_len: tail.len(),
+                tail: if kind == Kind::Error4kPlain {
+                    tail
+                } else {
+                    Vec::new()
+                },
             };
             let body = build(&v, &[b'0'; 32], "2024-01-01T00:00:00.000000Z");
             let env_len =
@@ -585,10 +599,23 @@ impl BodyFactory {
         }
     }
 
-    /// The gzip body for request number `counter` (which picks the group and the id).
+    /// The body for request number `counter` (which picks the group and the id): gzip, or the
+    /// plain envelope for [`Kind::Error4kPlain`].
     pub fn body(&self, nonce: u64, counter: u64, sent_at: &str) -> Vec<u8> {
         let v = &self.variants[(counter % self.variants.len() as u64) as usize];
-        build(v, &event_id_hex(nonce, counter), sent_at)
+        let id = event_id_hex(nonce, counter);
+        if self.is_gzip() {
+            build(v, &id, sent_at)
+        } else {
+            let mut out = prefix(v, &id, sent_at);
+            out.extend_from_slice(&v.tail);
+            out
+        }
+    }
+
+    /// Whether bodies are sent with `Content-Encoding: gzip`.
+    pub fn is_gzip(&self) -> bool {
+        self.kind != Kind::Error4kPlain
     }
 
     pub fn groups(&self) -> usize {
@@ -596,15 +623,22 @@ impl BodyFactory {
     }
 }
 
-fn build(v: &Variant, id: &[u8; 32], sent_at: &str) -> Vec<u8> {
-    // The stored block: envelope header line, item header line, start of the event JSON.
-    let mut prefix = Vec::with_capacity(160 + v.mid.len());
+/// The part of an envelope that changes per request: envelope header line, item header line,
+/// start of the event JSON.
+fn prefix(v: &Variant, id: &[u8; 32], sent_at: &str) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(160 + v.mid.len() + v.tail.len());
     prefix.extend_from_slice(ENVELOPE_HEAD);
     prefix.extend_from_slice(id);
     prefix.extend_from_slice(SENT_AT_KEY);
     prefix.extend_from_slice(sent_at.as_bytes());
     prefix.extend_from_slice(&v.mid);
     prefix.extend_from_slice(id);
+    prefix
+}
+
+fn build(v: &Variant, id: &[u8; 32], sent_at: &str) -> Vec<u8> {
+    // The stored block is the prefix.
+    let prefix = prefix(v, id, sent_at);
     assert!(prefix.len() < 65_536, "a stored block holds at most 64 KiB");
 
     let mut crc = Crc::new();
