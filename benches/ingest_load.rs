@@ -1034,21 +1034,50 @@ fn summary(results: &[PayloadResult], pg: &[PgResult], peak_total_kib: u64) {
             r.fl.stats.rate() / r.parsed.stats.rate(),
         );
     }
+    // The second round's targets (issue 16). CPU figures are also given as multiples of the
+    // baseline's CPU per request in the same run: the absolute targets (30 and 250 us) were set
+    // on the machine's good days, when a bare request cost 7 us.
     if let Some(r) = results.iter().find(|r| r.kind == Kind::Error4k) {
+        let base_cpu = r.base.cpu_us_per_event();
+        let cpu = r.fl.cpu_us_per_event();
+        println!(
+            "  target: CPU per stored 4.9 KB event <= 30 us (<= 4.3 x a bare request's 7 us): {cpu:.0} us = {:.1} x the baseline's {base_cpu:.0} us -> {}",
+            cpu / base_cpu,
+            verdict(cpu / base_cpu <= 30.0 / 7.0)
+        );
         let ratio = r.fl.stats.rate() / r.base.stats.rate();
         println!(
-            "  target 1 (4 KB gzip >= 50% of baseline): {:.0}% -> {}",
-            ratio * 100.0,
-            verdict(ratio >= 0.5)
+            "  target: faultline / baseline >= 0.33, 4.9 KB event: {ratio:.2} -> {}",
+            verdict(ratio >= 0.33)
+        );
+        let parse = r.parsed.stats.rate() / r.base.stats.rate();
+        println!(
+            "  target: parse-only / baseline >= 0.6: {parse:.2} -> {}",
+            verdict(parse >= 0.6)
         );
         let p99 = r.open.stats.percentile_ms(99.0);
         println!(
-            "  target 2 (p99 < 20 ms at half of max rate): {p99:.2} ms -> {}",
+            "  target: p99 < 20 ms at half of max rate: {p99:.2} ms -> {}",
             verdict(p99 < 20.0)
         );
     }
+    // The 200 KB target is against the 4.9 KB event's bare request too, whose cost was 7 us
+    // when the target was set.
+    let small_base = results.iter().find(|r| r.kind == Kind::Error4k);
+    if let (Some(r), Some(small)) = (
+        results.iter().find(|r| r.kind == Kind::Large200k),
+        small_base,
+    ) {
+        let base_cpu = small.base.cpu_us_per_event();
+        let cpu = r.fl.cpu_us_per_event();
+        println!(
+            "  target: CPU per stored 200 KB event <= 250 us (<= 36 x a bare 4.9 KB request's 7 us): {cpu:.0} us = {:.1} x the 4.9 KB baseline's {base_cpu:.0} us -> {}",
+            cpu / base_cpu,
+            verdict(cpu / base_cpu <= 250.0 / 7.0)
+        );
+    }
     println!(
-        "  target 3 (peak RSS < 150 MB): {:.1} MB over the whole run -> {}",
+        "  target: peak RSS < 150 MB: {:.1} MB over the whole run -> {}",
         mib(peak_total_kib),
         verdict(mib(peak_total_kib) < 150.0)
     );
