@@ -748,12 +748,16 @@ async fn async_run(s: &Settings, bin: &Path) -> anyhow::Result<bool> {
     for &kind in &s.payloads {
         let f = Arc::new(BodyFactory::new(kind));
         self_check(&f, nonce)?;
+        let body = if f.is_gzip() {
+            format!("gzip body {:>6} B", f.avg_gzip_len)
+        } else {
+            "sent uncompressed".to_owned()
+        };
         println!(
-            "  payload {:<10}: event JSON {:>6} B, envelope {:>6} B, gzip body {:>6} B, {} groups",
+            "  payload {:<10}: event JSON {:>6} B, envelope {:>6} B, {body}, {} groups",
             kind.name(),
             f.avg_event_len,
             f.max_envelope_len,
-            f.avg_gzip_len,
             f.groups()
         );
         factories.push((kind, f));
