@@ -151,45 +151,28 @@ async fn retention_steps(
     }
 
     // Rows that only other tables remember.
-    loop {
-        let n = client
-            .execute(
-                "DELETE FROM event_ids WHERE (project_id, event_id) IN (
-                     SELECT project_id, event_id FROM event_ids WHERE received_at < $1
-                     ORDER BY received_at LIMIT $2)",
-                &[&cutoff, &BATCH_ROWS],
-            )
-            .await?;
-        if (n as i64) < BATCH_ROWS {
-            break;
-        }
-    }
-    loop {
-        let n = client
-            .execute(
-                "DELETE FROM attachments WHERE id IN (
-                     SELECT id FROM attachments WHERE received_at < $1 ORDER BY id LIMIT $2)",
-                &[&cutoff, &BATCH_ROWS],
-            )
-            .await?;
-        report.attachments += n;
-        if (n as i64) < BATCH_ROWS {
-            break;
-        }
-    }
-    loop {
-        let n = client
-            .execute(
-                "DELETE FROM user_reports WHERE id IN (
-                     SELECT id FROM user_reports WHERE received_at < $1 ORDER BY id LIMIT $2)",
-                &[&cutoff, &BATCH_ROWS],
-            )
-            .await?;
-        report.user_reports += n;
-        if (n as i64) < BATCH_ROWS {
-            break;
-        }
-    }
+    delete_older(
+        client,
+        "DELETE FROM event_ids WHERE (project_id, event_id) IN (
+             SELECT project_id, event_id FROM event_ids WHERE received_at < $1
+             ORDER BY received_at LIMIT $2)",
+        cutoff,
+    )
+    .await?;
+    report.attachments += delete_older(
+        client,
+        "DELETE FROM attachments WHERE id IN (
+             SELECT id FROM attachments WHERE received_at < $1 ORDER BY id LIMIT $2)",
+        cutoff,
+    )
+    .await?;
+    report.user_reports += delete_older(
+        client,
+        "DELETE FROM user_reports WHERE id IN (
+             SELECT id FROM user_reports WHERE received_at < $1 ORDER BY id LIMIT $2)",
+        cutoff,
+    )
+    .await?;
 
     // Hourly counts are keyed by (error_id, hour), so old hours are spread over the whole
     // table; walking it in ranges of error ids keeps each statement small.
@@ -212,6 +195,19 @@ async fn retention_steps(
 }
 
 /// Deletes those of `ids` (ascending) that have no event left, in `tx`; returns how many.
+/// Runs `delete` (parameters: the cutoff, then the batch size) until a batch deletes fewer than
+/// [`BATCH_ROWS`] rows; returns the rows deleted in all.
+async fn delete_older(client: &Client, delete: &str, cutoff: i64) -> StoreResult<u64> {
+    let mut total = 0;
+    loop {
+        let n = client.execute(delete, &[&cutoff, &BATCH_ROWS]).await?;
+        total += n;
+        if (n as i64) < BATCH_ROWS {
+            return Ok(total);
+        }
+    }
+}
+
 async fn drop_empty_errors(tx: &tokio_postgres::Transaction<'_>, ids: &[i64]) -> StoreResult<u64> {
     if ids.is_empty() {
         return Ok(0);
