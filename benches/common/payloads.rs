@@ -531,7 +531,8 @@ struct Variant {
     tail: Vec<u8>,
 }
 
-/// Builds envelope bodies (gzip, or plain for [`Kind::Error4kPlain`]) with a fresh event id per call.
+/// Builds envelope bodies (gzip, or plain for [`Kind::Error4kPlain`]) with a fresh event id
+/// per call.
 pub struct BodyFactory {
     pub kind: Kind,
     variants: Vec<Variant>,
