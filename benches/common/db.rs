@@ -136,7 +136,15 @@ pub fn preload_events(
         );
     }
     // The preloaded errors carry their counts already: mark every event counted, or the gateway
-    // would count them again at start (see `store::counts`).
+    // would count them again at start (see `store::counts`). Events at or below the mark have
+    // their entry in the per-error order (`store::sqlite::by_error`).
+    conn.execute(
+        "INSERT OR IGNORE INTO event_by_error (error_id, occurred_at, id)
+         SELECT error_id, occurred_at, id FROM events
+         WHERE id > (SELECT counted_through FROM ingest_state WHERE id = 1)
+         ORDER BY error_id, occurred_at, id",
+        [],
+    )?;
     conn.execute(
         "UPDATE ingest_state SET counted_through = (SELECT COALESCE(MAX(id), 0) FROM events)",
         [],

@@ -56,6 +56,8 @@ pub struct PendingCounts {
     hours: HashMap<(i64, i64), i64>,
     /// Highest event id counted here (0 when empty).
     through: i64,
+    /// Lowest event id counted here (0 when empty).
+    lowest: i64,
     /// When the oldest count here was added.
     since: Option<Instant>,
 }
@@ -73,6 +75,11 @@ impl PendingCounts {
     /// Highest event id counted here (0 when empty).
     pub fn through(&self) -> i64 {
         self.through
+    }
+
+    /// Lowest event id counted here (0 when empty).
+    pub fn lowest(&self) -> i64 {
+        self.lowest
     }
 
     /// Whether the oldest count has waited [`FLUSH_INTERVAL`].
@@ -98,6 +105,11 @@ impl PendingCounts {
     ) {
         self.since.get_or_insert_with(Instant::now);
         self.through = self.through.max(event_id);
+        self.lowest = if self.lowest == 0 {
+            event_id
+        } else {
+            self.lowest.min(event_id)
+        };
         *self
             .hours
             .entry((error_id, hour_of(occurred_at)))
@@ -138,6 +150,7 @@ impl PendingCounts {
             return;
         }
         self.through = self.through.max(later.through);
+        self.lowest = self.lowest.min(later.lowest);
         for (key, n) in later.hours {
             *self.hours.entry(key).or_default() += n;
         }
@@ -194,6 +207,7 @@ impl PendingCounts {
         self.errors.clear();
         self.hours.clear();
         self.through = 0;
+        self.lowest = 0;
         self.since = None;
     }
 }

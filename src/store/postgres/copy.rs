@@ -356,8 +356,9 @@ const TABLES: &[Table] = &[
 ];
 
 /// SQLite tables deliberately not copied: the writer's count mark (on PostgreSQL each node
-/// keeps its own in `ingest_nodes`, and copied events belong to no node).
-const SQLITE_ONLY: &[&str] = &["ingest_state"];
+/// keeps its own in `ingest_nodes`, and copied events belong to no node) and the per-error
+/// order of events (on PostgreSQL an index on `events` that the copied rows fill).
+const SQLITE_ONLY: &[&str] = &["ingest_state", "event_by_error"];
 
 /// PostgreSQL tables with no SQLite source: the dedup table (filled from `events`), the
 /// nodes' marks, the key cache's revision and the migrations' bookkeeping.

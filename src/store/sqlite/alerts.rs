@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 
-use super::SqliteStore;
+use super::{by_error, SqliteStore};
 use crate::store::alerts::*;
 use crate::store::read::ErrorStatus;
 use crate::store::StoreResult;
@@ -158,7 +158,7 @@ pub(crate) fn any_frequency_rule(tx: &Transaction) -> StoreResult<bool> {
 /// Checks the frequency rules of the errors whose counts are being written in `tx`, and queues
 /// an alert for each rule whose threshold an error reached outside the rule's quiet period.
 /// The window ends at `now` and is measured on the events' own times. Each check counts at most
-/// `count` events through the `(error_id, occurred_at)` index, so a busy error costs no more
+/// `count` events through `event_by_error(error_id, occurred_at)`, so a busy error costs no more
 /// than a quiet one. Returns how many rows it queued.
 pub(crate) fn check_frequency(tx: &Transaction, error_ids: &[i64], now: i64) -> StoreResult<usize> {
     let mut rules = tx.prepare_cached(
@@ -169,15 +169,24 @@ pub(crate) fn check_frequency(tx: &Transaction, error_ids: &[i64], now: i64) -> 
          FROM errors e JOIN alert_rules r ON r.project_id = e.project_id
          WHERE e.id = ?1 AND r.frequency_count IS NOT NULL AND r.frequency_minutes IS NOT NULL",
     )?;
-    let mut count = tx.prepare_cached(
-        "SELECT COUNT(*) FROM (
-             SELECT 1 FROM events
-             WHERE error_id = ?1 AND occurred_at > ?2 AND occurred_at <= ?3
-               AND (?4 = '[]' OR EXISTS (SELECT 1 FROM json_each(?4) WHERE value = environment))
+    // The table's part and the tail's (see `by_error`) are counted apart, each up to the
+    // threshold: their sum reaches the threshold exactly when the true count does.
+    let filters = "AND (?4 = '[]' OR EXISTS (SELECT 1 FROM json_each(?4) WHERE value = ev.environment))
                AND (?5 = '[]'
-                    OR EXISTS (SELECT 1 FROM json_each(?5) WHERE value = COALESCE(level, 'error')))
-             LIMIT ?6)",
-    )?;
+                    OR EXISTS (SELECT 1 FROM json_each(?5) WHERE value = COALESCE(ev.level, 'error')))";
+    let mut count = tx.prepare_cached(&format!(
+        "SELECT (SELECT COUNT(*) FROM (
+                     SELECT 1 FROM event_by_error x JOIN events ev ON ev.id = x.id
+                     WHERE x.error_id = ?1 AND x.occurred_at > ?2 AND x.occurred_at <= ?3
+                       {filters}
+                     LIMIT ?6))
+              + (SELECT COUNT(*) FROM (
+                     SELECT 1 FROM events ev
+                     WHERE {tail} AND ev.error_id = ?1 AND ev.occurred_at > ?2
+                       AND ev.occurred_at <= ?3 {filters}
+                     LIMIT ?6))",
+        tail = by_error::tail("ev.id")
+    ))?;
     let mut fired = tx.prepare_cached(
         "INSERT INTO alert_rule_state (rule_id, error_id, last_fired_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (rule_id, error_id) DO UPDATE SET last_fired_at = excluded.last_fired_at",
@@ -247,8 +256,13 @@ fn error_for_alert(
     };
     error.newest = conn
         .query_row(
-            "SELECT event_id, name, description, actor, environment, release, level, occurred_at
-             FROM events WHERE error_id = ?1 ORDER BY occurred_at DESC, id DESC LIMIT 1",
+            &by_error::events_of_error(
+                "event_id, name, description, actor, environment, release, level, occurred_at",
+                "?1",
+                "",
+                "DESC",
+                "1",
+            ),
             [error_id],
             |r| {
                 Ok(AlertedEvent {

@@ -1,9 +1,11 @@
 //! The SQLite side of the error counts the writer keeps in memory ([`crate::store::counts`]):
-//! writing them with the mark (`ingest_state.counted_through`) in one transaction, and the
-//! recount at start-up of the events stored above the mark.
+//! writing them, and the entries of `event_by_error` for the same events ([`super::by_error`]),
+//! with the mark (`ingest_state.counted_through`) in one transaction, and the recount at start-up
+//! of the events stored above the mark.
 
 use rusqlite::{params, Transaction};
 
+use super::by_error;
 use crate::store::counts::PendingCounts;
 use crate::store::StoreResult;
 
@@ -40,6 +42,10 @@ pub(crate) fn write(pending: &PendingCounts, tx: &Transaction) -> StoreResult<()
     for ((id, hour), n) in pending.hours() {
         bump_hour.execute(params![id, hour, n])?;
     }
+    // The per-error order of the same events goes with their counts (see `by_error`); from
+    // below the mark too when the writer was handed a reused id.
+    let mark = counted_through(tx)?;
+    by_error::index_range(tx, mark.min(pending.lowest() - 1), pending.through())?;
     tx.prepare_cached(
         "UPDATE ingest_state SET counted_through = MAX(counted_through, ?1) WHERE id = 1",
     )?

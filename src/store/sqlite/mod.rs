@@ -5,6 +5,7 @@
 //! upkeep: `retention`, `purge` and the `checkpoint` thread.
 
 pub mod alerts;
+pub mod by_error;
 pub mod checkpoint;
 pub mod counts;
 pub mod ingest;
@@ -420,6 +421,26 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX web_sessions_by_user ON web_sessions(user_id);
+    "#,
+    // 14: the per-error order of events moves from an index on `events` to a table the writer
+    // fills when it writes the counts (`store::sqlite::by_error`): entries for the events at or
+    // below the counts' mark now, the rest at the next start-up's recount.
+    r#"
+    CREATE TABLE event_by_error (
+        error_id    INTEGER NOT NULL REFERENCES errors(id) ON DELETE CASCADE,
+        occurred_at INTEGER NOT NULL,
+        id          INTEGER NOT NULL,
+        PRIMARY KEY (error_id, occurred_at, id)
+    ) WITHOUT ROWID;
+    INSERT INTO event_by_error (error_id, occurred_at, id)
+        SELECT error_id, occurred_at, id FROM events
+        WHERE id <= (SELECT counted_through FROM ingest_state WHERE id = 1)
+        ORDER BY error_id, occurred_at, id;
+    DROP INDEX events_by_error;
+    CREATE TRIGGER events_leave_by_error AFTER DELETE ON events BEGIN
+        DELETE FROM event_by_error
+        WHERE error_id = old.error_id AND occurred_at = old.occurred_at AND id = old.id;
+    END;
     "#,
 ];
 
@@ -1355,5 +1376,46 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("counters");
         assert_eq!(counters, [(1, 3), (2, 1), (3, 0)]);
+    }
+
+    /// A database at migration 13 with three counted events and one above the mark: migration
+    /// 14 gives the counted ones their entries; the other waits for the writer's recount.
+    #[test]
+    fn migration_14_moves_the_counted_events_into_event_by_error() {
+        let mut c = Connection::open_in_memory().expect("memory db");
+        migrate_to(&mut c, 13).expect("migrations 1-13");
+        c.execute_batch(
+            "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
+             VALUES (1, 'p', 'p', 'g', 'g/p', 0);
+             INSERT INTO errors (id, project_id, fingerprint, name, description, actor,
+                                 first_seen_at, last_seen_at)
+             VALUES (10, 1, 1, 'a', '', '', 100, 300), (11, 1, 2, 'b', '', '', 200, 200);
+             INSERT INTO events (id, project_id, error_id, event_id, occurred_at, received_at,
+                                 is_message, name, description, actor, payload)
+             VALUES (1, 1, 10, 'e1', 300, 0, 0, 'a', '', '', x'7b7d'),
+                    (2, 1, 11, 'e2', 200, 0, 0, 'b', '', '', x'7b7d'),
+                    (3, 1, 10, 'e3', 100, 0, 0, 'a', '', '', x'7b7d'),
+                    (4, 1, 11, 'e4', 400, 0, 0, 'b', '', '', x'7b7d');
+             UPDATE ingest_state SET counted_through = 3;",
+        )
+        .expect("rows");
+        assert_eq!(migrate(&mut c).expect("migrates"), MIGRATIONS.len() - 13);
+        let entries: Vec<(i64, i64, i64)> = c
+            .prepare("SELECT error_id, occurred_at, id FROM event_by_error")
+            .expect("query")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("entries");
+        assert_eq!(entries, [(10, 100, 3), (10, 300, 1), (11, 200, 2)]);
+        let index: Option<String> = c
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE name = 'events_by_error'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .expect("schema");
+        assert_eq!(index, None, "the index is gone");
     }
 }

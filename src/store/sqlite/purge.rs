@@ -12,7 +12,7 @@
 use rusqlite::{params, Connection, TransactionBehavior};
 
 use super::retention::{batch, pause, BATCH_ROWS};
-use super::{open_connection, SqliteStore};
+use super::{by_error, open_connection, SqliteStore};
 use crate::store::{PurgeReport, StoreResult};
 
 /// Purges every project marked for deletion; returns one report per project purged.
@@ -44,16 +44,13 @@ type Tally = fn(&mut PurgeReport) -> &mut u64;
 
 /// The tables a project's rows are removed from, in order: events before the errors they
 /// point at. Each query finds the project's rows through an index that starts with `project_id`.
+/// The errors' step is [`ERRORS`], not a statement.
 const STEPS: [(&str, Tally); 4] = [
     (
         "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE project_id = ?1 LIMIT ?2)",
         |r| &mut r.events,
     ),
-    // Each error takes its hourly counts and users with it (foreign keys cascade here).
-    (
-        "DELETE FROM errors WHERE id IN (SELECT id FROM errors WHERE project_id = ?1 LIMIT ?2)",
-        |r| &mut r.errors,
-    ),
+    (ERRORS, |r| &mut r.errors),
     (
         "DELETE FROM attachments WHERE id IN
              (SELECT id FROM attachments WHERE project_id = ?1 LIMIT ?2)",
@@ -89,14 +86,43 @@ async fn purge_project(
     Ok((conn, report))
 }
 
+/// Marks the errors' step in [`STEPS`]: their ids are selected by this query and each error is
+/// deleted with the rows it owns by `by_error::delete_error`, with foreign keys off, because
+/// with them on each deletion would scan `events` for children (no index there leads with
+/// `error_id`). The project's events are gone by then.
+const ERRORS: &str = "SELECT id FROM errors WHERE project_id = ?1 LIMIT ?2";
+
 /// Up to [`BATCH_ROWS`] rows of one table, in one immediate transaction (see retention).
 fn delete_batch(conn: &mut Connection, sql: &str, project_id: i64) -> StoreResult<u64> {
+    if sql == ERRORS {
+        // Outside any transaction, where the pragma takes effect; back on before returning.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let deleted = delete_errors(conn, project_id);
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        return deleted;
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let n = tx
         .prepare_cached(sql)?
         .execute(params![project_id, BATCH_ROWS])?;
     tx.commit()?;
     Ok(n as u64)
+}
+
+fn delete_errors(conn: &mut Connection, project_id: i64) -> StoreResult<u64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let ids: Vec<i64> = tx
+        .prepare_cached(ERRORS)?
+        .query_map(params![project_id, BATCH_ROWS], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut n = 0;
+    for id in ids {
+        if by_error::delete_error(&tx, id)? {
+            n += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(n)
 }
 
 #[cfg(test)]

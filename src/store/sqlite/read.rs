@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 
-use super::SqliteStore;
+use super::{by_error, SqliteStore};
 use crate::store::payload;
 use crate::store::read::*;
 use crate::store::StoreResult;
@@ -104,16 +104,18 @@ impl ReadStore for SqliteStore {
     }
 }
 
-/// Two probes of `events_by_error` per error (its newest and its oldest event), so a page of
+/// Two probes of `event_by_error` per error (its newest and its oldest event), so a page of
 /// issues costs a few hundred index lookups and never a scan.
 fn issue_extras(conn: &Connection, error_ids: &[i64]) -> StoreResult<HashMap<i64, IssueExtras>> {
-    let mut newest = conn.prepare_cached(
-        "SELECT is_message, level, release FROM events WHERE error_id = ?1
-         ORDER BY occurred_at DESC, id DESC LIMIT 1",
-    )?;
-    let mut oldest = conn.prepare_cached(
-        "SELECT release FROM events WHERE error_id = ?1 ORDER BY occurred_at, id LIMIT 1",
-    )?;
+    let mut newest = conn.prepare_cached(&by_error::events_of_error(
+        "is_message, level, release",
+        "?1",
+        "",
+        "DESC",
+        "1",
+    ))?;
+    let mut oldest =
+        conn.prepare_cached(&by_error::events_of_error("release", "?1", "", "ASC", "1"))?;
     let mut out = HashMap::with_capacity(error_ids.len());
     for &id in error_ids {
         let latest: Option<(bool, Option<String>, Option<String>)> = newest
@@ -139,10 +141,13 @@ fn issue_extras(conn: &Connection, error_ids: &[i64]) -> StoreResult<HashMap<i64
 
 fn latest_event(conn: &Connection, error_id: i64) -> StoreResult<Option<LatestEvent>> {
     let row = conn
-        .prepare_cached(
-            "SELECT event_id, occurred_at, received_at, payload, payload_codec FROM events
-             WHERE error_id = ?1 ORDER BY occurred_at DESC, id DESC LIMIT 1",
-        )?
+        .prepare_cached(&by_error::events_of_error(
+            "event_id, occurred_at, received_at, payload, payload_codec",
+            "?1",
+            "",
+            "DESC",
+            "1",
+        ))?
         .query_row([error_id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -179,31 +184,46 @@ pub(crate) fn event_counts_sql(q: &EventCountQuery) -> (String, Vec<SqlValue>) {
             format!("?{}", args.len())
         })
         .collect();
-    // Walks each selected error's events through events_by_error(error_id, occurred_at), within
-    // the time range only, so the cost follows the events counted, not the project's history.
-    let mut sql = format!(
-        "SELECT (ev.occurred_at - ?1) / ?2 AS bucket, COUNT(*)
-         FROM errors JOIN events AS ev ON ev.error_id = errors.id
-         WHERE errors.project_id IN ({}) AND ev.occurred_at >= ?1 AND ev.occurred_at < ?3",
-        placeholders.join(", ")
-    );
+    // Walks each selected error's events through event_by_error(error_id, occurred_at), within
+    // the time range only, so the cost follows the events counted, not the project's history;
+    // the tail (see `by_error`) is walked by row id, each event looking up its error.
+    let mut filters = String::new();
     if let Some(status) = q.status {
         args.push(SqlValue::Integer(status.code()));
-        sql.push_str(&format!(" AND errors.status = ?{}", args.len()));
+        filters.push_str(&format!(" AND errors.status = ?{}", args.len()));
     }
     if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
         args.push(SqlValue::Text(like_contains(text)));
         let n = args.len();
-        sql.push_str(&format!(
+        filters.push_str(&format!(
             " AND (errors.name LIKE ?{n} ESCAPE '\\' OR errors.description LIKE ?{n} ESCAPE '\\')"
         ));
     }
-    push_tag_filters(&mut sql, &mut args, &q.tags);
+    push_tag_filters(&mut filters, &mut args, &q.tags);
+    // The environment is the event's, so the table's part reads the event rows only for it.
+    let mut event_join = "";
     if let Some(env) = q.environment.as_deref() {
         args.push(SqlValue::Text(env.to_owned()));
-        sql.push_str(&format!(" AND ev.environment = ?{}", args.len()));
+        filters.push_str(&format!(" AND ev.environment = ?{}", args.len()));
+        event_join = "JOIN events AS ev ON ev.id = x.id";
     }
-    sql.push_str(" GROUP BY bucket ORDER BY bucket");
+    let projects = placeholders.join(", ");
+    let tail = by_error::tail("ev.id");
+    let sql = format!(
+        "SELECT bucket, SUM(n) FROM (
+             SELECT (x.occurred_at - ?1) / ?2 AS bucket, COUNT(*) AS n
+             FROM errors JOIN event_by_error AS x ON x.error_id = errors.id {event_join}
+             WHERE errors.project_id IN ({projects}) AND x.occurred_at >= ?1
+               AND x.occurred_at < ?3 {filters}
+             GROUP BY bucket
+             UNION ALL
+             SELECT (ev.occurred_at - ?1) / ?2 AS bucket, COUNT(*) AS n
+             FROM events AS ev CROSS JOIN errors ON errors.id = ev.error_id
+             WHERE {tail} AND errors.project_id IN ({projects}) AND ev.occurred_at >= ?1
+               AND ev.occurred_at < ?3 {filters}
+             GROUP BY bucket)
+         GROUP BY bucket ORDER BY bucket"
+    );
     (sql, args)
 }
 
@@ -541,16 +561,12 @@ fn list_error_events(
     } else {
         ("DESC", "<")
     };
-    // Both directions walk the index events_by_error(error_id, occurred_at, id), forwards or
-    // backwards.
+    // Both directions walk event_by_error(error_id, occurred_at, id), forwards or backwards,
+    // and the tail beside it.
     let mut args = vec![SqlValue::Integer(error_id)];
     let range = keyset_range(q.after, cmp, &mut args);
-    let sql = format!(
-        "SELECT {EVENT_COLS}
-         FROM events WHERE error_id = ?1 {range}
-         ORDER BY occurred_at {dir}, id {dir} LIMIT ?{}",
-        args.len() + 1
-    );
+    let limit = format!("?{}", args.len() + 1);
+    let sql = by_error::events_of_error(EVENT_COLS, "?1", &range, dir, &limit);
     args.push(SqlValue::Integer(i64::from(q.limit) + 1));
     let row = |r: &Row<'_>| event_row(r, q.project_id, q.fingerprint);
     let page = keyset_page(conn, &sql, args, q.limit, row, |(_, e)| Keyset {
@@ -765,10 +781,14 @@ mod tests {
             .collect::<Result<Vec<_>, _>>()
             .expect("plan")
             .join("\n");
-        assert!(p.contains("events_by_error"), "{p}");
+        assert!(p.contains("SEARCH x USING PRIMARY KEY"), "{p}");
         assert!(
             p.contains("occurred_at>?"),
             "a time range on the index: {p}"
+        );
+        assert!(
+            p.contains("SEARCH ev USING INTEGER PRIMARY KEY (rowid>?)"),
+            "the tail by row id: {p}"
         );
         assert!(
             p.contains("SEARCH t EXISTS USING PRIMARY KEY"),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::{open_connection, SqliteStore};
+use super::{by_error, open_connection, SqliteStore};
 use crate::store::{RetentionReport, StoreResult};
 
 /// Rows deleted per transaction. Measured with `benches/read_api.rs` (1M events of ~700 bytes,
@@ -46,7 +46,15 @@ pub async fn retention_pass(
     }
     let cutoff = now_millis.saturating_sub(i64::from(days) * 86_400_000);
     let opts = store.options().clone();
-    let mut conn = tokio::task::spawn_blocking(move || open_connection(&opts)).await??;
+    let mut conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
+        let conn = open_connection(&opts)?;
+        // Deleting an error with foreign keys on would scan `events` for its children, which
+        // no index leads with `error_id` (see `by_error`); the rows it owns are deleted by
+        // hand instead, and nothing else deleted here has children.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        Ok(conn)
+    })
+    .await??;
 
     for step in [Step::Events, Step::Attachments, Step::UserReports] {
         loop {
@@ -129,16 +137,14 @@ impl Step {
                 }
                 // Runs in the same transaction as the deletion, and the writer inserts an event
                 // in the same transaction as its error's upsert, so an error that has just
-                // received a new event is never deleted here. Its hourly and user rows cascade.
+                // received a new event is never deleted here. Its hourly, user and tag rows go
+                // with it (`by_error::delete_error`: this connection's foreign keys are off).
                 let mut errors = 0;
-                let mut drop_error = tx.prepare_cached(
-                    "DELETE FROM errors WHERE id = ?1
-                     AND NOT EXISTS (SELECT 1 FROM events WHERE error_id = ?1)",
-                )?;
-                for id in &touched {
-                    errors += drop_error.execute([id])? as u64;
+                for &id in &touched {
+                    if !by_error::has_events(&tx, id)? && by_error::delete_error(&tx, id)? {
+                        errors += 1;
+                    }
                 }
-                drop(drop_error);
                 (deleted, errors)
             }
             Step::Attachments => (

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::{params, OptionalExtension};
 
-use super::{now_millis, SqliteStore};
+use super::{by_error, now_millis, SqliteStore};
 use crate::store::read::{StoredEvent, FREQUENCY_HOURS};
 use crate::store::web::*;
 use crate::store::{StoreResult, User};
@@ -190,10 +190,10 @@ impl WebStore for SqliteStore {
                 } else {
                     key
                 };
+                let sample =
+                    by_error::events_of_error(&format!("{column} AS v"), "?1", "", "DESC", "?2");
                 let mut st = c.prepare_cached(&format!(
-                    "SELECT v, COUNT(*) AS n FROM (
-                         SELECT {column} AS v FROM events WHERE error_id = ?1
-                         ORDER BY occurred_at DESC, id DESC LIMIT ?2)
+                    "SELECT v, COUNT(*) AS n FROM ({sample})
                      WHERE v IS NOT NULL GROUP BY v ORDER BY n DESC, v LIMIT ?3"
                 ))?;
                 let rows = st.query_map(
@@ -213,10 +213,13 @@ impl WebStore for SqliteStore {
             // The SDK's own tags (browser, os, server_name, ...), counted over the latest
             // payloads; the payload is the only place their per-event values are kept.
             let mut counts: HashMap<String, HashMap<String, i64>> = HashMap::new();
-            let mut st = c.prepare_cached(
-                "SELECT payload, payload_codec FROM events WHERE error_id = ?1
-                 ORDER BY occurred_at DESC, id DESC LIMIT ?2",
-            )?;
+            let mut st = c.prepare_cached(&by_error::events_of_error(
+                "payload, payload_codec",
+                "?1",
+                "",
+                "DESC",
+                "?2",
+            ))?;
             let mut rows = st.query(params![error_id, TAG_PAYLOAD_SAMPLE])?;
             while let Some(r) = rows.next()? {
                 let json = super::payload::event_json(r.get(1)?, r.get(0)?)?;
