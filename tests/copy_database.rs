@@ -391,13 +391,16 @@ async fn a_sqlite_directory_is_copied_into_postgres_with_its_whole_history() {
             source.stored_event
         ))
         .await;
-    let tables = sqlite_tables(&sqlite).await;
+    let mut tables = sqlite_tables(&sqlite).await;
     for (t, _) in &tables {
         if t != "ingest_state" {
             let n = sqlite.int(&format!("SELECT COUNT(*) FROM {t}")).await;
             assert!(n > 0, "the source has rows in {t}");
         }
     }
+    // The per-error order of events is a table on SQLite and an index on PostgreSQL, which the
+    // copied events fill; it is not copied.
+    tables.retain(|(t, _)| t != "event_by_error");
 
     let url = common::create_test_database().await;
     let out = copy_database(dir.path(), &url).await;
