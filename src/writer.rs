@@ -339,6 +339,10 @@ fn commit(
         .commit_seconds
         .observe(started.elapsed().as_secs_f64());
     metrics.batch_size.observe(batch.len() as f64);
+    // Before any answer: a client that got its 200 and sends the next event at once must find
+    // its job's place in the queue free again, not a spurious 503.
+    let left = depth.fetch_sub(n, Ordering::SeqCst) - n;
+    metrics.queue_depth.set(left as i64);
     match result {
         Ok(outcomes) => {
             for (pending, outcome) in batch.drain(..).zip(outcomes) {
@@ -373,8 +377,6 @@ fn commit(
             }
         }
     }
-    let left = depth.fetch_sub(n, Ordering::SeqCst) - n;
-    metrics.queue_depth.set(left as i64);
 }
 
 fn log_store_error(e: &StoreError) {
