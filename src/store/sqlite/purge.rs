@@ -204,6 +204,14 @@ mod tests {
         let out = sink.write_batch(&[&[late]]).expect("write");
         assert_eq!(out, vec![vec![EventOutcome::ProjectGone]]);
 
+        // Rows that hang off the errors, so that the checks after the purge are not empty.
+        for table in ["error_hourly", "error_tags", "event_by_error"] {
+            assert!(
+                count(&store, &format!("SELECT COUNT(*) FROM {table}")) > 0,
+                "{table}"
+            );
+        }
+
         let done = purge_marked(&store).await.expect("purge");
         assert_eq!(done.len(), 1);
         let (id, report) = done[0];
@@ -216,14 +224,24 @@ mod tests {
         }
         let sql = format!("SELECT COUNT(*) FROM projects WHERE id = {gone}");
         assert_eq!(count(&store, &sql), 0, "projects");
-        // Hourly counts and users went with their errors; the other project kept its own.
-        assert_eq!(
-            count(
-                &store,
-                "SELECT COUNT(*) FROM error_hourly h LEFT JOIN errors e ON e.id = h.error_id
+        // The rows of each error went with it (deleted by hand, foreign keys off); the other
+        // project kept its own.
+        for table in [
+            "error_hourly",
+            "error_users",
+            "error_tags",
+            "event_by_error",
+        ] {
+            let orphans = format!(
+                "SELECT COUNT(*) FROM {table} h LEFT JOIN errors e ON e.id = h.error_id
                  WHERE e.id IS NULL"
-            ),
-            0
+            );
+            assert_eq!(count(&store, &orphans), 0, "{table}");
+        }
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM event_by_error"),
+            count(&store, "SELECT COUNT(*) FROM events"),
+            "every event kept has its entry"
         );
         assert_eq!(
             count(

@@ -256,6 +256,21 @@ mod tests {
         let report = retention_pass(&store, now, 30).await.expect("pass");
         assert_eq!(report.events, 2500);
         assert_eq!(report.errors, 1, "error 1 had only old events");
+        // Error 1's rows went with it (deleted by hand: this connection's foreign keys are off),
+        // and the deleted events' entries with them.
+        for table in [
+            "error_hourly",
+            "error_users",
+            "error_tags",
+            "event_by_error",
+        ] {
+            let orphans = format!(
+                "SELECT COUNT(*) FROM {table} h LEFT JOIN errors e ON e.id = h.error_id
+                 WHERE e.id IS NULL"
+            );
+            assert_eq!(count(&store, &orphans), 0, "{table}");
+        }
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM event_by_error"), 11);
         assert_eq!(count(&store, "SELECT COUNT(*) FROM events"), 11);
         assert_eq!(count(&store, "SELECT COUNT(*) FROM errors"), 2);
         assert_eq!(
