@@ -118,24 +118,12 @@ pub(crate) fn has_events(tx: &Transaction, error_id: i64) -> StoreResult<bool> {
 #[cfg(test)]
 mod tests {
     use crate::store::ingest::{test_event, EventRecord, EventSink, Record};
-    use crate::store::read::{EventCountQuery, EventQuery, EventSort, Keyset, ReadStore};
+    use crate::store::read::{
+        EventCountQuery, EventQuery, EventSort, Keyset, ReadStore, StoredEvent,
+    };
+    use crate::store::sqlite::test_support::{count, store_with_project as store};
     use crate::store::sqlite::{SqliteSink, SqliteStore};
     use crate::store::web::WebStore;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(dir.path(), Default::default()).expect("store");
-        store
-            .run_blocking(|c| {
-                c.execute_batch(
-                    "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
-                     VALUES (1, 'p', 'p', 'g', 'g/p', 0)",
-                )?;
-                Ok(())
-            })
-            .expect("project");
-        (dir, store)
-    }
 
     fn event(n: u64, fingerprint: i64, occurred_at: i64, env: &str) -> Record {
         Record::Event(EventRecord {
@@ -143,12 +131,6 @@ mod tests {
             release: Some(format!("r{n}")),
             ..test_event(n, fingerprint, occurred_at)
         })
-    }
-
-    fn count(store: &SqliteStore, sql: &str) -> i64 {
-        store
-            .run_blocking(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
-            .expect("count")
     }
 
     fn error_id(store: &SqliteStore, fingerprint: i64) -> i64 {
@@ -181,35 +163,24 @@ mod tests {
             after,
             backward: false,
         };
-        let ascending: Vec<i64> = store
-            .list_error_events(page(EventSort::OccurredAtAsc, None, 50))
+        let list = |q: EventQuery| async move {
+            store
+                .list_error_events(q)
+                .await
+                .expect("list")
+                .expect("error exists")
+                .items
+        };
+        let times = |events: Vec<StoredEvent>| events.iter().map(|e| e.occurred_ms).collect();
+        let ascending = times(list(page(EventSort::OccurredAtAsc, None, 50)).await);
+        let newest = list(page(EventSort::OccurredAtDesc, None, 1))
             .await
-            .expect("list")
-            .expect("error exists")
-            .items
-            .iter()
-            .map(|e| e.occurred_ms)
-            .collect();
-        let newest = store
-            .list_error_events(page(EventSort::OccurredAtDesc, None, 1))
-            .await
-            .expect("list")
-            .expect("error exists")
-            .items
             .first()
             .map(|e| Keyset {
                 key: e.occurred_ms,
                 id: e.id,
             });
-        let second_page = store
-            .list_error_events(page(EventSort::OccurredAtDesc, newest, 2))
-            .await
-            .expect("list")
-            .expect("error exists")
-            .items
-            .iter()
-            .map(|e| e.occurred_ms)
-            .collect();
+        let second_page = times(list(page(EventSort::OccurredAtDesc, newest, 2)).await);
         let counts = |environment: Option<&str>| EventCountQuery {
             projects: vec![1],
             status: None,

@@ -304,7 +304,7 @@ impl EventSink for SqliteSink {
         // (SQLite reused the id of a deleted newest event): then the recount after a crash would
         // not find that event, so its count is written with it.
         let flush = self.pending.due()
-            || (!stored.counts.is_empty() && stored.lowest_event_id <= self.counted_through);
+            || (!stored.counts.is_empty() && stored.counts.lowest() <= self.counted_through);
         if flush {
             counts::write(&self.pending, &tx)?;
             counts::write(&stored.counts, &tx)?;
@@ -346,10 +346,8 @@ struct Stored {
     users: Vec<(i64, i64)>,
     /// (error, tag hash) pairs stored or found stored.
     tags: Vec<(i64, i64)>,
-    /// The batch's error counts, not yet written.
+    /// The batch's error counts, not yet written; also which event ids the batch was given.
     counts: PendingCounts,
-    /// The smallest event id the batch was given (`i64::MAX` if it stored none).
-    lowest_event_id: i64,
     /// Alerts queued in the outbox for new and reopened errors.
     alerts: usize,
 }
@@ -406,7 +404,6 @@ fn store_events(
         tags: Vec::new(),
         users: Vec::new(),
         counts: PendingCounts::default(),
-        lowest_event_id: i64::MAX,
         alerts: 0,
     };
     if events.is_empty() {
@@ -533,7 +530,6 @@ fn store_events(
             e.payload_codec.code()
         ])?;
         let event_row = tx.last_insert_rowid();
-        stored.lowest_event_id = stored.lowest_event_id.min(event_row);
         stored.counts.add(
             event_row,
             error_id,

@@ -14,6 +14,9 @@ pub mod read;
 pub mod retention;
 pub mod web;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

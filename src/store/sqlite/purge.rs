@@ -42,23 +42,39 @@ pub async fn purge_marked(store: &SqliteStore) -> StoreResult<Vec<(i64, PurgeRep
 /// Where each removed row is counted in a [`PurgeReport`].
 type Tally = fn(&mut PurgeReport) -> &mut u64;
 
+/// One step of a purge, repeated until it removes less than a batch.
+#[derive(Clone, Copy)]
+enum Step {
+    /// A `DELETE` of up to `?2` rows of project `?1`.
+    Rows(&'static str),
+    /// The project's errors, each with the rows it owns (`by_error::delete_error`), with
+    /// foreign keys off: with them on, each deletion would scan `events` for children, where no
+    /// index leads with `error_id`. The project's events are gone by then.
+    Errors,
+}
+
 /// The tables a project's rows are removed from, in order: events before the errors they
 /// point at. Each query finds the project's rows through an index that starts with `project_id`.
-/// The errors' step is [`ERRORS`], not a statement.
-const STEPS: [(&str, Tally); 4] = [
+const STEPS: [(Step, Tally); 4] = [
     (
-        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE project_id = ?1 LIMIT ?2)",
+        Step::Rows(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE project_id = ?1 LIMIT ?2)",
+        ),
         |r| &mut r.events,
     ),
-    (ERRORS, |r| &mut r.errors),
+    (Step::Errors, |r| &mut r.errors),
     (
-        "DELETE FROM attachments WHERE id IN
-             (SELECT id FROM attachments WHERE project_id = ?1 LIMIT ?2)",
+        Step::Rows(
+            "DELETE FROM attachments WHERE id IN
+                 (SELECT id FROM attachments WHERE project_id = ?1 LIMIT ?2)",
+        ),
         |r| &mut r.attachments,
     ),
     (
-        "DELETE FROM user_reports WHERE id IN
-             (SELECT id FROM user_reports WHERE project_id = ?1 LIMIT ?2)",
+        Step::Rows(
+            "DELETE FROM user_reports WHERE id IN
+                 (SELECT id FROM user_reports WHERE project_id = ?1 LIMIT ?2)",
+        ),
         |r| &mut r.user_reports,
     ),
 ];
@@ -68,9 +84,9 @@ async fn purge_project(
     project_id: i64,
 ) -> StoreResult<(Connection, PurgeReport)> {
     let mut report = PurgeReport::default();
-    for (sql, tally) in STEPS {
+    for (step, tally) in STEPS {
         loop {
-            let (c, n, took) = batch(conn, move |c| delete_batch(c, sql, project_id)).await?;
+            let (c, n, took) = batch(conn, move |c| delete_batch(c, step, project_id)).await?;
             conn = c;
             *tally(&mut report) += n;
             if (n as i64) < BATCH_ROWS {
@@ -86,21 +102,18 @@ async fn purge_project(
     Ok((conn, report))
 }
 
-/// Marks the errors' step in [`STEPS`]: their ids are selected by this query and each error is
-/// deleted with the rows it owns by `by_error::delete_error`, with foreign keys off, because
-/// with them on each deletion would scan `events` for children (no index there leads with
-/// `error_id`). The project's events are gone by then.
-const ERRORS: &str = "SELECT id FROM errors WHERE project_id = ?1 LIMIT ?2";
-
-/// Up to [`BATCH_ROWS`] rows of one table, in one immediate transaction (see retention).
-fn delete_batch(conn: &mut Connection, sql: &str, project_id: i64) -> StoreResult<u64> {
-    if sql == ERRORS {
-        // Outside any transaction, where the pragma takes effect; back on before returning.
-        conn.pragma_update(None, "foreign_keys", "OFF")?;
-        let deleted = delete_errors(conn, project_id);
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        return deleted;
-    }
+/// Up to [`BATCH_ROWS`] rows of one step, in one immediate transaction (see retention).
+fn delete_batch(conn: &mut Connection, step: Step, project_id: i64) -> StoreResult<u64> {
+    let sql = match step {
+        Step::Rows(sql) => sql,
+        Step::Errors => {
+            // Outside any transaction, where the pragma takes effect; back on before returning.
+            conn.pragma_update(None, "foreign_keys", "OFF")?;
+            let deleted = delete_errors(conn, project_id);
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            return deleted;
+        }
+    };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let n = tx
         .prepare_cached(sql)?
@@ -112,7 +125,7 @@ fn delete_batch(conn: &mut Connection, sql: &str, project_id: i64) -> StoreResul
 fn delete_errors(conn: &mut Connection, project_id: i64) -> StoreResult<u64> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let ids: Vec<i64> = tx
-        .prepare_cached(ERRORS)?
+        .prepare_cached("SELECT id FROM errors WHERE project_id = ?1 LIMIT ?2")?
         .query_map(params![project_id, BATCH_ROWS], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let mut n = 0;
@@ -129,15 +142,9 @@ fn delete_errors(conn: &mut Connection, project_id: i64) -> StoreResult<u64> {
 mod tests {
     use super::*;
     use crate::store::ingest::{test_event, EventOutcome, EventRecord, EventSink, Record};
+    use crate::store::sqlite::test_support::{assert_no_orphans, count};
     use crate::store::sqlite::SqliteSink;
     use crate::store::{NewProject, NewUser, Store};
-
-    fn count(store: &SqliteStore, sql: &str) -> i64 {
-        let sql = sql.to_owned();
-        store
-            .run_blocking(move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?))
-            .expect("count")
-    }
 
     #[tokio::test]
     async fn a_marked_project_is_hidden_at_once_and_purged_in_batches() {
@@ -226,18 +233,7 @@ mod tests {
         assert_eq!(count(&store, &sql), 0, "projects");
         // The rows of each error went with it (deleted by hand, foreign keys off); the other
         // project kept its own.
-        for table in [
-            "error_hourly",
-            "error_users",
-            "error_tags",
-            "event_by_error",
-        ] {
-            let orphans = format!(
-                "SELECT COUNT(*) FROM {table} h LEFT JOIN errors e ON e.id = h.error_id
-                 WHERE e.id IS NULL"
-            );
-            assert_eq!(count(&store, &orphans), 0, "{table}");
-        }
+        assert_no_orphans(&store);
         assert_eq!(
             count(&store, "SELECT COUNT(*) FROM event_by_error"),
             count(&store, "SELECT COUNT(*) FROM events"),

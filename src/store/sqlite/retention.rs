@@ -195,6 +195,7 @@ pub(super) async fn pause(took: Duration) {
 mod tests {
     use super::*;
     use crate::store::ingest::{test_event, EventRecord, EventSink, Record};
+    use crate::store::sqlite::test_support::{assert_no_orphans, count, store_with_project};
     use crate::store::sqlite::SqliteSink;
 
     fn event(n: u64, fingerprint: i64, occurred_at: i64) -> Record {
@@ -204,25 +205,9 @@ mod tests {
         })
     }
 
-    fn count(store: &SqliteStore, sql: &str) -> i64 {
-        store
-            .run_blocking(|c| Ok(c.query_row(sql, [], |r| r.get(0))?))
-            .expect("count")
-    }
-
     #[tokio::test]
     async fn deletes_in_batches_and_keeps_what_is_recent() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(dir.path(), Default::default()).expect("store");
-        store
-            .run_blocking(|c| {
-                c.execute_batch(
-                    "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
-                     VALUES (1, 'p', 'p', 'g', 'g/p', 0)",
-                )?;
-                Ok(())
-            })
-            .expect("project");
+        let (_dir, store) = store_with_project();
         let day = 86_400_000;
         let now = 1_000 * day;
         // 2,500 old events over errors 1 (old only) and 2 (old and new), more than two batches,
@@ -258,18 +243,7 @@ mod tests {
         assert_eq!(report.errors, 1, "error 1 had only old events");
         // Error 1's rows went with it (deleted by hand: this connection's foreign keys are off),
         // and the deleted events' entries with them.
-        for table in [
-            "error_hourly",
-            "error_users",
-            "error_tags",
-            "event_by_error",
-        ] {
-            let orphans = format!(
-                "SELECT COUNT(*) FROM {table} h LEFT JOIN errors e ON e.id = h.error_id
-                 WHERE e.id IS NULL"
-            );
-            assert_eq!(count(&store, &orphans), 0, "{table}");
-        }
+        assert_no_orphans(&store);
         assert_eq!(count(&store, "SELECT COUNT(*) FROM event_by_error"), 11);
         assert_eq!(count(&store, "SELECT COUNT(*) FROM events"), 11);
         assert_eq!(count(&store, "SELECT COUNT(*) FROM errors"), 2);
@@ -306,17 +280,7 @@ mod tests {
     /// would get SQLITE_BUSY at once instead of waiting.
     #[test]
     fn a_writer_batch_waits_for_a_retention_batch() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(dir.path(), Default::default()).expect("store");
-        store
-            .run_blocking(|c| {
-                c.execute_batch(
-                    "INSERT INTO projects (id, name, path, namespace_path, path_with_namespace, created_at)
-                     VALUES (1, 'p', 'p', 'g', 'g/p', 0)",
-                )?;
-                Ok(())
-            })
-            .expect("project");
+        let (_dir, store) = store_with_project();
         let mut sink = SqliteSink::open(store.options(), Default::default()).expect("sink");
         sink.write_batch(&[&[event(1, 1, 0)]]).expect("first event");
 
