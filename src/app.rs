@@ -224,7 +224,7 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         alert_settings: alert_settings.clone(),
         sign_in_throttle: Arc::new(crate::domain::passwords::SignInThrottle::new()),
     });
-    let router = http::router(state.clone());
+    let gateway = http::Gateway::new(state.clone());
     // Deletes data older than `retention.days` in the background; stops with the server.
     crate::retention::spawn(
         retention_store,
@@ -256,7 +256,7 @@ pub async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         shutdown_timeout: std::time::Duration::from_secs(config.http.shutdown_timeout_secs),
     };
     let task = tokio::spawn(async move {
-        serve(listener, router, serve_config, rx).await;
+        serve(listener, gateway, serve_config, rx).await;
         // Every request that was answered has had its records committed (or, in queued mode,
         // queued); the writer now drains the queue before the process may exit.
         tokio::task::spawn_blocking(move || writer.shutdown())

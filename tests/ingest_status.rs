@@ -900,6 +900,9 @@ async fn key_sources() {
 
 /// Every route family, with and without the trailing slash, accepts events and answers the
 /// CORS preflight.
+/// Every route answers the same on both of the gateway's paths: a plain project id is served
+/// without the router, a zero-padded one (`0{id}`, the same project) through it. The headers,
+/// bodies and stored rows match, and `/metrics` counts both under the one route template.
 #[tokio::test]
 async fn routes_and_cors_preflight() {
     let fx = fixture().await;
@@ -907,45 +910,61 @@ async fn routes_and_cors_preflight() {
     let auth = sentry_auth(key);
     for prefix in [
         "/errortracking/api/v1/projects/api",
+        "/errortracking/api/v1/projects/api/api",
         "/api",
         "/api/v4/error_tracking/collector/api",
     ] {
         for endpoint in ["envelope", "store"] {
             for slash in ["", "/"] {
-                let path = format!("{prefix}/{pid}/{endpoint}{slash}");
-                let id = new_id();
-                let event = message_event(&id, &path);
-                let body = if endpoint == "envelope" {
-                    event_envelope(&event)
-                } else {
-                    event.to_string().into_bytes()
+                let template = format!("{prefix}/{{project_id}}/{endpoint}{slash}");
+                for project in [pid.to_string(), format!("0{pid}")] {
+                    let path = format!("{prefix}/{project}/{endpoint}{slash}");
+                    let id = new_id();
+                    let event = message_event(&id, &path);
+                    let body = if endpoint == "envelope" {
+                        event_envelope(&event)
+                    } else {
+                        event.to_string().into_bytes()
+                    };
+                    let r = send(&fx.app, "POST", &path, &[("x-sentry-auth", &auth)], body).await;
+                    assert_accepted(&r, &id, &path);
+                    assert_cors(&r, &path);
+                    assert_eq!(stored(&fx.app, pid, &id).await, 1, "{path}: stored");
+
+                    let r = send(
+                        &fx.app,
+                        "OPTIONS",
+                        &path,
+                        &[
+                            ("origin", "https://app.example.com"),
+                            ("access-control-request-method", "POST"),
+                            (
+                                "access-control-request-headers",
+                                "content-type, x-sentry-auth",
+                            ),
+                        ],
+                        Vec::new(),
+                    )
+                    .await;
+                    assert_eq!(r.status, 200, "OPTIONS {path}");
+                    assert_cors(&r, &format!("OPTIONS {path}"));
+
+                    // A refusal on the same route carries the CORS headers too.
+                    let r = send(&fx.app, "POST", &path, &[], b"{}".to_vec()).await;
+                    assert_refused(&r, 401, &format!("{path} without key"));
+                }
+                let series = |method: &str, status: u16| {
+                    format!(
+                        "faultline_http_requests_total{{route=\"{template}\",method=\"{method}\",status=\"{status}\"}}"
+                    )
                 };
-                let r = send(&fx.app, "POST", &path, &[("x-sentry-auth", &auth)], body).await;
-                assert_accepted(&r, &id, &path);
-                assert_cors(&r, &path);
-                assert_eq!(stored(&fx.app, pid, &id).await, 1, "{path}: stored");
-
-                let r = send(
-                    &fx.app,
-                    "OPTIONS",
-                    &path,
-                    &[
-                        ("origin", "https://app.example.com"),
-                        ("access-control-request-method", "POST"),
-                        (
-                            "access-control-request-headers",
-                            "content-type, x-sentry-auth",
-                        ),
-                    ],
-                    Vec::new(),
-                )
-                .await;
-                assert_eq!(r.status, 200, "OPTIONS {path}");
-                assert_cors(&r, &format!("OPTIONS {path}"));
-
-                // A refusal on the same route carries the CORS headers too.
-                let r = send(&fx.app, "POST", &path, &[], b"{}".to_vec()).await;
-                assert_refused(&r, 401, &format!("{path} without key"));
+                for (method, status) in [("POST", 200), ("POST", 401), ("OPTIONS", 200)] {
+                    assert_eq!(
+                        metric(&fx.app, &series(method, status)).await,
+                        2,
+                        "{template}: {method} {status} counted once per path"
+                    );
+                }
             }
         }
     }

@@ -168,31 +168,101 @@ impl IntoResponse for IngestError {
     }
 }
 
-/// The ingestion routes, with and without the trailing slash. SDKs post to
-/// `{DSN path without its last segment}/api/{project id}/envelope/`, so each DSN form has its
-/// prefix: GitLab's (`.../projects/{id}`), the older GitLab form (`.../projects/api/{id}`, hence
-/// `api/api`), plain Sentry DSNs, and GitLab's old collector.
-pub fn routes() -> Router<AppState> {
-    let mut r = Router::new();
-    for prefix in [
-        "/errortracking/api/v1/projects/api",
-        "/errortracking/api/v1/projects/api/api",
-        "/api",
-        "/api/v4/error_tracking/collector/api",
-    ] {
-        for slash in ["", "/"] {
-            r = r
-                .route(
-                    &format!("{prefix}/{{project_id}}/envelope{slash}"),
-                    post(envelope_endpoint).options(preflight),
-                )
-                .route(
-                    &format!("{prefix}/{{project_id}}/store{slash}"),
-                    post(store_endpoint).options(preflight),
+/// The DSN forms' path prefixes. SDKs post to `{DSN path without its last segment}/api/{project
+/// id}/envelope/`, so each DSN form has its prefix: GitLab's (`.../projects/{id}`), the older
+/// GitLab form (`.../projects/api/{id}`, hence `api/api`), plain Sentry DSNs, and GitLab's old
+/// collector.
+const PREFIXES: [&str; 4] = [
+    "/errortracking/api/v1/projects/api",
+    "/errortracking/api/v1/projects/api/api",
+    "/api",
+    "/api/v4/error_tracking/collector/api",
+];
+
+/// One ingestion route: its endpoint and its template, as the router and the metrics name it.
+pub(crate) struct IngestRoute {
+    endpoint: Endpoint,
+    prefix: &'static str,
+    slash: bool,
+    pub(crate) template: String,
+}
+
+/// Every ingestion route, with and without the trailing slash. The router is built from this
+/// table and [`direct_route`] matches against it, so the two cannot disagree on a path.
+static ROUTES: std::sync::LazyLock<Vec<IngestRoute>> = std::sync::LazyLock::new(|| {
+    let mut routes = Vec::new();
+    for prefix in PREFIXES {
+        for slash in [false, true] {
+            for endpoint in [Endpoint::Envelope, Endpoint::Store] {
+                let template = format!(
+                    "{prefix}/{{project_id}}/{}{}",
+                    endpoint.segment(),
+                    if slash { "/" } else { "" }
                 );
+                routes.push(IngestRoute {
+                    endpoint,
+                    prefix,
+                    slash,
+                    template,
+                });
+            }
         }
     }
+    routes
+});
+
+pub fn routes() -> Router<AppState> {
+    let mut r = Router::new();
+    for route in ROUTES.iter() {
+        let handler = match route.endpoint {
+            Endpoint::Envelope => post(envelope_endpoint),
+            Endpoint::Store => post(store_endpoint),
+        };
+        r = r.route(&route.template, handler.options(preflight));
+    }
     r.layer(middleware::from_fn(cors))
+}
+
+/// The ingestion route a `POST` to `path` takes, and its project id, for requests served without
+/// the router (see `http::Gateway`): event requests are most of what the gateway serves, and
+/// routing, extractors and middleware layers cost them several microseconds each.
+///
+/// Only the plain form is taken: a project id of ASCII digits without a leading zero. Anything
+/// else (a percent-encoded or zero-padded id, a stray segment, another method) returns `None`
+/// and goes through the router, which answers it as it always has.
+pub(crate) fn direct_route<'p>(
+    method: &axum::http::Method,
+    path: &'p str,
+) -> Option<(&'static IngestRoute, &'p str)> {
+    if method != axum::http::Method::POST {
+        return None;
+    }
+    let routes: &'static [IngestRoute] = &ROUTES;
+    routes.iter().find_map(|route| {
+        let rest = path.strip_prefix(route.prefix)?.strip_prefix('/')?;
+        let (id, rest) = rest.split_once('/')?;
+        let rest = rest.strip_prefix(route.endpoint.segment())?;
+        let canonical_id = super::is_numeric_id(id) && !id.starts_with('0');
+        let tail_ok = if route.slash {
+            rest == "/"
+        } else {
+            rest.is_empty()
+        };
+        (canonical_id && tail_ok).then_some((route, id))
+    })
+}
+
+/// Serves a request [`direct_route`] matched, with the same answer and headers the router's
+/// route would give it.
+pub(crate) async fn serve_direct(
+    state: &AppState,
+    route: &IngestRoute,
+    project_id: &str,
+    req: Request,
+) -> Response {
+    let mut resp = handle(state, route.endpoint, project_id, req).await;
+    add_cors_headers(&mut resp);
+    resp
 }
 
 /// Browsers post events from any page that embeds a DSN, so every ingestion answer (errors
@@ -200,6 +270,11 @@ pub fn routes() -> Router<AppState> {
 /// of headers is all this needs, hence no general CORS layer.
 async fn cors(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
+    add_cors_headers(&mut resp);
+    resp
+}
+
+fn add_cors_headers(resp: &mut Response) {
     let h = resp.headers_mut();
     // One reservation for the five headers below, instead of the map regrowing as they land.
     h.reserve(5);
@@ -219,17 +294,26 @@ async fn cors(req: Request, next: Next) -> Response {
         HeaderValue::from_static("x-sentry-error, x-sentry-rate-limits, retry-after"),
     );
     h.insert("access-control-max-age", HeaderValue::from_static("3600"));
-    resp
 }
 
 async fn preflight() -> StatusCode {
     StatusCode::OK
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Endpoint {
     Envelope,
     Store,
+}
+
+impl Endpoint {
+    /// The route's last path segment.
+    fn segment(self) -> &'static str {
+        match self {
+            Endpoint::Envelope => "envelope",
+            Endpoint::Store => "store",
+        }
+    }
 }
 
 async fn envelope_endpoint(
@@ -724,5 +808,54 @@ fn user_report(project_id: i64, owner: Option<&str>, payload: &[u8]) -> UserRepo
         email: s(&v["email"]).or_else(|| s(&fb["contact_email"])),
         comments: s(&v["comments"]).or_else(|| s(&fb["message"])),
         payload: payload.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn plain_ingest_paths_are_served_directly_and_all_else_by_the_router() {
+        for route in ROUTES.iter() {
+            let path = route.template.replace("{project_id}", "42");
+            let (found, id) =
+                direct_route(&Method::POST, &path).unwrap_or_else(|| panic!("{path}: direct"));
+            assert_eq!(found.template, route.template, "{path}: its own route");
+            assert_eq!(id, "42", "{path}");
+            // Preflights and other methods keep the router's answers.
+            for method in [Method::OPTIONS, Method::GET, Method::PUT] {
+                assert!(direct_route(&method, &path).is_none(), "{method} {path}");
+            }
+            // Ids the router reads its own way, and paths it refuses.
+            for id in ["0", "042", "%34%32", "+42", "4a", ""] {
+                let odd = route.template.replace("{project_id}", id);
+                assert!(direct_route(&Method::POST, &odd).is_none(), "{odd}");
+            }
+            for odd in [
+                format!("{path}x"),
+                format!("{path}//"),
+                format!("/x{path}"),
+                path.replace("/42/", "/42/x/"),
+            ] {
+                assert!(direct_route(&Method::POST, &odd).is_none(), "{odd}");
+            }
+        }
+        // Of the two GitLab prefixes, the longer one is taken only by its own paths.
+        let (route, _) = direct_route(
+            &Method::POST,
+            "/errortracking/api/v1/projects/api/api/7/envelope/",
+        )
+        .expect("api/api form");
+        assert_eq!(
+            route.template,
+            "/errortracking/api/v1/projects/api/api/{project_id}/envelope/"
+        );
+        assert_eq!(
+            ROUTES.len(),
+            16,
+            "four prefixes, two endpoints, with and without a slash"
+        );
     }
 }

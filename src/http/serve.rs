@@ -6,10 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -24,11 +22,11 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
 }
 
-/// Serves `router` until `shutdown` turns true, then waits (up to the shutdown timeout) for open
+/// Serves `gateway` until `shutdown` turns true, then waits (up to the shutdown timeout) for open
 /// connections to finish their current request.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    gateway: super::Gateway,
     cfg: ServeConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -59,7 +57,7 @@ pub async fn serve(
         };
         // Event requests are small and latency matters more than packet count.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = gateway.clone();
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(cfg.header_timeout)
