@@ -300,7 +300,7 @@ async fn preflight() -> StatusCode {
     StatusCode::OK
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Envelope,
     Store,
